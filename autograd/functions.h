@@ -1,0 +1,54 @@
+// The differentiable functions of the engine. Each family's forward and backward are written side by
+// side in autograd/functions/<family>.cpp (the PyTorch derivatives.yaml idea, in code).
+#pragma once
+
+#include "autograd/variable.h"
+#include "engine/ops/ops.h"
+
+namespace koff::autograd {
+
+// basic.cpp
+Variable add(const Variable& a, const Variable& b);
+Variable sub(const Variable& a, const Variable& b);
+Variable mul(const Variable& a, const Variable& b);
+Variable scale(const Variable& a, double s);
+Variable add_bias(const Variable& x, const Variable& bias);
+Variable sum(const Variable& x);                      // -> []
+Variable dot(const Variable& a, const Variable& b);   // sum(a*b) -> []
+Variable reshape(const Variable& x, const Shape& shape);
+Variable mul_groups(const Variable& x, const Variable& z, int64_t k);  // see ops::mul_groups
+
+// matmul.cpp
+Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false);
+Variable linear(const Variable& x, const Variable& w, const Variable& bias = {});
+
+// embedding.cpp
+Variable embedding(const Variable& table, const Tensor& ids);
+
+// norm.cpp
+Variable rmsnorm(const Variable& x, const Variable& w, double eps);
+
+// rope.cpp
+Variable rope(const Variable& x, const ops::RopeTables& tables);
+
+// activations.cpp
+Variable silu(const Variable& x);
+Variable swiglu(const Variable& gate, const Variable& up);
+Variable softmax(const Variable& x);
+
+// attention.cpp: q [B,T,H,hd], k/v [B,T,G,hd], mem_k/mem_v [B,m,G,hd] or undefined.
+Variable attention(const Variable& q, const Variable& k, const Variable& v, const Variable& mem_k,
+                   const Variable& mem_v, double scale, bool causal = true);
+
+// loss.cpp: the SUM of token losses divided by `normaliser` (the true token count of the accumulated
+// batch; <= 0 means this call's own count). Returns a [] variable.
+Variable cross_entropy(const Variable& logits, const Tensor& targets, double normaliser = 0,
+                       int64_t ignore_index = ops::kIgnoreIndex);
+Variable linear_cross_entropy(const Variable& h, const Variable& w, const Tensor& targets, double normaliser = 0,
+                              int64_t chunk = 256, int64_t ignore_index = ops::kIgnoreIndex);
+
+// gates.cpp: hard-concrete gates (KOFF_METHOD.md section 3); u is the step's uniform draw.
+Variable hard_concrete_sample(const Variable& log_alpha, const Tensor& u);
+Variable hard_concrete_p_open(const Variable& log_alpha);
+
+}  // namespace koff::autograd

@@ -1,0 +1,35 @@
+// Cross-entropy losses. The forward returns sum(token losses) / normaliser, so that gradient
+// accumulation over micro-batches can divide by the true token count of the whole batch.
+//   d loss / d logits = (softmax(logits) - onehot(target)) / normaliser   (zero for ignored rows)
+#include "autograd/functions.h"
+
+namespace koff::autograd {
+
+Variable cross_entropy(const Variable& logits, const Tensor& targets, double normaliser, int64_t ignore_index) {
+  Tensor tl = logits.data();
+  ops::CrossEntropyOut r = ops::cross_entropy(tl, targets, ignore_index);
+  double norm = normaliser > 0 ? normaliser : static_cast<double>(std::max<int64_t>(r.count, 1));
+  Tensor loss = ops::scale(r.loss_sum, 1.0 / norm);
+  return make_result(loss, {logits}, "cross_entropy",
+                     [tl, targets, lse = r.lse, norm, ignore_index](const Tensor& dy, const std::vector<bool>&) {
+                       return std::vector<Tensor>{
+                           ops::cross_entropy_backward(dy.item() / norm, tl, targets, lse, ignore_index)};
+                     });
+}
+
+Variable linear_cross_entropy(const Variable& h, const Variable& w, const Tensor& targets, double normaliser,
+                              int64_t chunk, int64_t ignore_index) {
+  Tensor th = h.data(), tw = w.data();
+  ops::CrossEntropyOut r = ops::linear_cross_entropy(th, tw, targets, chunk, ignore_index);
+  double norm = normaliser > 0 ? normaliser : static_cast<double>(std::max<int64_t>(r.count, 1));
+  Tensor loss = ops::scale(r.loss_sum, 1.0 / norm);
+  return make_result(loss, {h, w}, "linear_cross_entropy",
+                     [th, tw, targets, lse = r.lse, norm, chunk, ignore_index](const Tensor& dy,
+                                                                               const std::vector<bool>& n) {
+                       ops::LinearCrossEntropyGrads g = ops::linear_cross_entropy_backward(
+                           dy.item() / norm, th, tw, targets, lse, n[1], chunk, ignore_index);
+                       return std::vector<Tensor>{n[0] ? g.dh : Tensor(), g.dw};
+                     });
+}
+
+}  // namespace koff::autograd

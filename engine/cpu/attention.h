@@ -1,0 +1,41 @@
+// Causal multi-head attention with GQA and per-KV-head memory slots, FlashAttention-style on the CPU.
+//
+// Layouts (contiguous): q, out, dq, dout [B, Tq, H, hd]; k, v, dk, dv [B, Tk, G, hd];
+// mem_k, mem_v, dmem_k, dmem_v [B, m, G, hd] (null when m = 0); lse [B, Tq, H]. Query head h reads
+// KV head g = h / (H/G) (Hugging Face repeat_kv order).
+//
+// Query (b, i, h) attends over the key list [m memory slots of g ; real keys 0 .. n_i - 1] with
+// n_i = clamp(i + Tk - Tq + 1, 0, Tk) when causal (a decode step with Tq < Tk sees the whole cache),
+// n_i = Tk otherwise. With s_j = scale * q . k_j:
+//
+//   lse = log sum_j exp(s_j),  out = sum_j exp(s_j - lse) v_j
+//
+// Forward: one query row at a time, keys in blocks of kBlock with an online softmax (running max,
+// running sum, rescaled accumulator): no [Tq, Tk] matrix, O(hd + kBlock) scratch per thread. A row
+// that sees no key at all gets out = 0 and lse = -inf.
+//
+// Backward recomputes p_j = exp(s_j - lse) from the saved lse, with D = dout . out:
+//   dv_j += p_j dout,  dp_j = dout . v_j,  ds_j = p_j (dp_j - D),
+//   dq += scale ds_j k_j,  dk_j += scale ds_j q
+// Work is split over (b, g) pairs: every query head of a group writes the same dk/dv/dmem rows, and
+// owning the whole group in one task makes those sums race-free and deterministic.
+#pragma once
+
+#include <cstdint>
+
+namespace koff::cpu {
+
+struct AttentionDims {
+  int64_t batch, tq, tk, heads, groups, mem, head_dim;
+};
+
+template <typename T>
+void attention(const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v, T* out, T* lse,
+               const AttentionDims& dims, T scale, bool causal);
+
+template <typename T>
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v, const T* out,
+                        const T* lse, T* dq, T* dk, T* dv, T* dmem_k, T* dmem_v, const AttentionDims& dims, T scale,
+                        bool causal);
+
+}  // namespace koff::cpu

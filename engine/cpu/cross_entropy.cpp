@@ -1,0 +1,143 @@
+#include "engine/cpu/cross_entropy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "engine/cpu/common.h"
+#include "engine/cpu/gemm.h"
+#include "engine/tensor/error.h"
+
+namespace koff::cpu {
+
+namespace {
+
+template <typename I>
+void check_targets(const I* targets, int64_t n, int64_t vocab, int64_t ignore_index, const char* op) {
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    KOFF_CHECK(t == ignore_index || (t >= 0 && t < vocab),
+               "{}: target {} at row {} is out of range for {} classes (ignore_index is {})", op, t, r, vocab,
+               ignore_index);
+  }
+}
+
+template <typename T>
+T row_lse(const T* x, int64_t v) {
+  T mx = -INFINITY;
+  for (int64_t j = 0; j < v; ++j) mx = x[j] > mx ? x[j] : mx;
+  if (mx == -INFINITY || std::isinf(mx)) return mx;  // all -inf, or +inf present: lse is that infinity
+  double s = 0.0;
+  for (int64_t j = 0; j < v; ++j) s += std::exp(x[j] - mx);
+  return mx + static_cast<T>(std::log(s));
+}
+
+// Rows [0, n) of logits x (leading dim v): lse per row, plus the loss sum and count of counted rows.
+template <typename T, typename I>
+void lse_and_loss(const T* x, const I* targets, int64_t n, int64_t v, int64_t ignore_index, T* lse, double& loss,
+                  int64_t& count) {
+  double l = 0.0;
+  int64_t c = 0;
+#pragma omp parallel for schedule(static) reduction(+ : l, c) if (n * v >= kParallelMin / 8)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* xr = x + r * v;
+    lse[r] = row_lse(xr, v);
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    if (t == ignore_index) continue;
+    l += static_cast<double>(lse[r]) - static_cast<double>(xr[t]);
+    ++c;
+  }
+  loss += l;
+  count += c;
+}
+
+// In place: x[r, :] <- dloss * (softmax(x[r, :]) - onehot(target_r)), zero rows for ignored targets.
+template <typename T, typename I>
+void softmax_minus_onehot(T* x, const I* targets, const T* lse, int64_t n, int64_t v, int64_t ignore_index, T dloss) {
+#pragma omp parallel for schedule(static) if (n * v >= kParallelMin / 8)
+  for (int64_t r = 0; r < n; ++r) {
+    T* xr = x + r * v;
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    if (t == ignore_index) {
+      std::fill_n(xr, v, T(0));
+      continue;
+    }
+    const T l = lse[r];
+    for (int64_t j = 0; j < v; ++j) {
+      // Flush subnormal results to zero: far-off tokens of a confident model give probabilities
+      // below the smallest normal, and subnormal operands slow the dh/dw GEMMs down ~10x.
+      const T g = dloss * std::exp(xr[j] - l);
+      xr[j] = std::abs(g) < std::numeric_limits<T>::min() ? T(0) : g;
+    }
+    xr[t] -= dloss;
+  }
+}
+
+}  // namespace
+
+template <typename T, typename I>
+int64_t cross_entropy(const T* logits, const I* targets, int64_t n, int64_t vocab, int64_t ignore_index, T* loss_sum,
+                      T* lse) {
+  check_targets(targets, n, vocab, ignore_index, "cross_entropy");
+  double loss = 0.0;
+  int64_t count = 0;
+  lse_and_loss(logits, targets, n, vocab, ignore_index, lse, loss, count);
+  *loss_sum = static_cast<T>(loss);
+  return count;
+}
+
+template <typename T, typename I>
+void cross_entropy_backward(T dloss, const T* logits, const I* targets, const T* lse, int64_t n, int64_t vocab,
+                            int64_t ignore_index, T* dlogits) {
+  check_targets(targets, n, vocab, ignore_index, "cross_entropy_backward");
+  if (dlogits != logits) std::copy_n(logits, n * vocab, dlogits);
+  softmax_minus_onehot(dlogits, targets, lse, n, vocab, ignore_index, dloss);
+}
+
+template <typename T, typename I>
+int64_t linear_cross_entropy(const T* h, const T* w, const I* targets, int64_t n, int64_t vocab, int64_t d,
+                             int64_t chunk, int64_t ignore_index, T* loss_sum, T* lse) {
+  check_targets(targets, n, vocab, ignore_index, "linear_cross_entropy");
+  const int64_t rows = std::max<int64_t>(1, std::min(chunk, n));
+  std::vector<T> logits(static_cast<size_t>(rows * vocab));
+  double loss = 0.0;
+  int64_t count = 0;
+  for (int64_t r0 = 0; r0 < n; r0 += rows) {
+    const int64_t cn = std::min(rows, n - r0);
+    gemm(h + r0 * d, w, logits.data(), 1, cn, vocab, d, false, true, false);
+    lse_and_loss(logits.data(), targets + r0, cn, vocab, ignore_index, lse + r0, loss, count);
+  }
+  *loss_sum = static_cast<T>(loss);
+  return count;
+}
+
+template <typename T, typename I>
+void linear_cross_entropy_backward(T dloss, const T* h, const T* w, const I* targets, const T* lse, int64_t n,
+                                   int64_t vocab, int64_t d, int64_t chunk, int64_t ignore_index, T* dh, T* dw) {
+  check_targets(targets, n, vocab, ignore_index, "linear_cross_entropy_backward");
+  const int64_t rows = std::max<int64_t>(1, std::min(chunk, n));
+  std::vector<T> g(static_cast<size_t>(rows * vocab));
+  for (int64_t r0 = 0; r0 < n; r0 += rows) {
+    const int64_t cn = std::min(rows, n - r0);
+    gemm(h + r0 * d, w, g.data(), 1, cn, vocab, d, false, true, false);
+    softmax_minus_onehot(g.data(), targets + r0, lse + r0, cn, vocab, ignore_index, dloss);
+    gemm(g.data(), w, dh + r0 * d, 1, cn, d, vocab, false, false, false);
+    if (dw) gemm(g.data(), h + r0 * d, dw, 1, vocab, d, cn, true, false, false, T(1), T(1));
+  }
+}
+
+#define KOFF_INSTANTIATE(T, I)                                                                                   \
+  template int64_t cross_entropy<T, I>(const T*, const I*, int64_t, int64_t, int64_t, T*, T*);                   \
+  template void cross_entropy_backward<T, I>(T, const T*, const I*, const T*, int64_t, int64_t, int64_t, T*);    \
+  template int64_t linear_cross_entropy<T, I>(const T*, const T*, const I*, int64_t, int64_t, int64_t, int64_t,  \
+                                              int64_t, T*, T*);                                                  \
+  template void linear_cross_entropy_backward<T, I>(T, const T*, const T*, const I*, const T*, int64_t, int64_t, \
+                                                    int64_t, int64_t, int64_t, T*, T*);
+KOFF_INSTANTIATE(float, int32_t)
+KOFF_INSTANTIATE(float, int64_t)
+KOFF_INSTANTIATE(double, int32_t)
+KOFF_INSTANTIATE(double, int64_t)
+#undef KOFF_INSTANTIATE
+
+}  // namespace koff::cpu

@@ -1,0 +1,61 @@
+#include "engine/cpu/gemm.h"
+
+#include <cblas.h>
+
+#include <climits>
+
+#include "engine/tensor/error.h"
+
+namespace koff::cpu {
+
+namespace {
+
+void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+               const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
+              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
+              c, static_cast<int>(ldc));
+}
+
+void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
+               const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
+              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
+              c, static_cast<int>(ldc));
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(const T* a, const T* b, T* c, int64_t batch, int64_t m, int64_t n, int64_t k, bool trans_a, bool trans_b,
+          bool b_shared, T alpha, T beta) {
+  if (batch == 0 || m == 0 || n == 0) return;
+  if (k == 0) {
+    // BLAS rejects lda = 0; the product of empty sums is zero.
+    const int64_t total = batch * m * n;
+    for (int64_t i = 0; i < total; ++i) c[i] = beta == T(0) ? T(0) : beta * c[i];
+    return;
+  }
+  // cblas takes int sizes: refuse instead of silently wrapping.
+  KOFF_CHECK(batch * m <= INT_MAX && n <= INT_MAX && k <= INT_MAX,
+             "gemm: sizes batch={} M={} N={} K={} exceed the "
+             "32-bit BLAS interface",
+             batch, m, n, k);
+  const int64_t lda = trans_a ? m : k;
+  const int64_t ldb = trans_b ? k : n;
+  if (b_shared && !trans_a) {
+    blas_gemm(false, trans_b, batch * m, n, k, alpha, a, lda, b, ldb, beta, c, n);
+    return;
+  }
+  for (int64_t i = 0; i < batch; ++i) {
+    const T* bi = b_shared ? b : b + i * k * n;
+    blas_gemm(trans_a, trans_b, m, n, k, alpha, a + i * m * k, lda, bi, ldb, beta, c + i * m * n, n);
+  }
+}
+
+template void gemm<float>(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, bool, bool, bool,
+                          float, float);
+template void gemm<double>(const double*, const double*, double*, int64_t, int64_t, int64_t, int64_t, bool, bool, bool,
+                           double, double);
+
+}  // namespace koff::cpu

@@ -1,0 +1,71 @@
+// Attention op: shape checks for q/k/v/memory/GQA, then the backend's fused kernel.
+#include "engine/ops/checks.h"
+#include "engine/ops/ops.h"
+
+namespace koff::ops {
+
+using namespace detail;
+
+namespace {
+
+void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
+                            const char* op) {
+  check_float(q, op, "q");
+  check_compatible(q, k, op, "k");
+  check_compatible(q, v, op, "v");
+  check_dim(q, 4, op, "q [B, Tq, H, hd]");
+  check_dim(k, 4, op, "k [B, Tk, G, hd]");
+  check_same_shape(k, v, op);
+  const int64_t b = q.size(0), h = q.size(2), hd = q.size(3), g = k.size(2);
+  KOFF_CHECK(k.size(0) == b && k.size(3) == hd, "{}: k/v {} do not match q {} in batch or head dim", op,
+             shape_str(k.shape()), shape_str(q.shape()));
+  KOFF_CHECK(g >= 1 && h % g == 0, "{}: {} query heads (q {}) are not a multiple of {} KV heads (k {})", op, h,
+             shape_str(q.shape()), g, shape_str(k.shape()));
+  KOFF_CHECK(mem_k.defined() == mem_v.defined(), "{}: mem_k and mem_v must both be given or both be undefined", op);
+  if (mem_k.defined()) {
+    check_compatible(q, mem_k, op, "mem_k");
+    check_compatible(q, mem_v, op, "mem_v");
+    check_dim(mem_k, 4, op, "mem_k [B, m, G, hd]");
+    check_same_shape(mem_k, mem_v, op);
+    KOFF_CHECK(mem_k.size(0) == b && mem_k.size(2) == g && mem_k.size(3) == hd,
+               "{}: memory {} does not match k {} (expected [B, m, G, hd])", op, shape_str(mem_k.shape()),
+               shape_str(k.shape()));
+  }
+}
+
+Tensor contiguous_or_undefined(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
+
+}  // namespace
+
+AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
+                       double scale, bool causal) {
+  check_attention_inputs(q, k, v, mem_k, mem_v, "attention");
+  AttentionOut r{empty_like(q), empty_like(q, {q.size(0), q.size(1), q.size(2)})};
+  backend_of(q).attention(q.contiguous(), k.contiguous(), v.contiguous(), contiguous_or_undefined(mem_k),
+                          contiguous_or_undefined(mem_v), scale, causal, r.out, r.lse);
+  return r;
+}
+
+AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& mem_k, const Tensor& mem_v, const Tensor& out, const Tensor& lse,
+                                  double scale, bool causal) {
+  const char* op = "attention_backward";
+  check_attention_inputs(q, k, v, mem_k, mem_v, op);
+  check_like(q, dout, op, "dout");
+  check_like(q, out, op, "out");
+  check_compatible(q, lse, op, "lse");
+  const Shape lse_shape{q.size(0), q.size(1), q.size(2)};
+  KOFF_CHECK(lse.shape() == lse_shape, "{}: lse {} does not match q {} (expected {})", op, shape_str(lse.shape()),
+             shape_str(q.shape()), shape_str(lse_shape));
+  AttentionGrads g{empty_like(q), empty_like(k), empty_like(v), {}, {}};
+  if (mem_k.defined()) {
+    g.dmem_k = empty_like(mem_k);
+    g.dmem_v = empty_like(mem_v);
+  }
+  backend_of(q).attention_backward(dout.contiguous(), q.contiguous(), k.contiguous(), v.contiguous(),
+                                   contiguous_or_undefined(mem_k), contiguous_or_undefined(mem_v), out.contiguous(),
+                                   lse.contiguous(), scale, causal, g.dq, g.dk, g.dv, g.dmem_k, g.dmem_v);
+  return g;
+}
+
+}  // namespace koff::ops

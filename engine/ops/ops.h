@@ -1,0 +1,159 @@
+// Forward ops: shape/dtype/device checks, output allocation, dispatch to the device's Backend.
+//
+// No gradient logic lives here: autograd/ pairs each forward op with the backward ops below. Every
+// op accepts f32 and f64 on CPU (f64 serves the gradient checks); the CUDA backend adds bf16.
+// Inputs may be strided views: ops make them contiguous before a kernel sees them.
+//
+// Layouts follow the model: activations are [B, T, ...] row-major; attention takes q as
+// [B, T, H, hd] and k/v as [B, T, G, hd] (G KV heads, H % G == 0) so that no transpose is needed
+// between the projections and the kernel; memory slots are [B, m, G, hd].
+#pragma once
+
+#include <optional>
+
+#include "engine/tensor/tensor.h"
+
+namespace koff::ops {
+
+// ---- elementwise ---------------------------------------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);                       // same shape
+Tensor sub(const Tensor& a, const Tensor& b);                       // same shape
+Tensor mul(const Tensor& a, const Tensor& b);                       // same shape
+Tensor scale(const Tensor& a, double s);                            // a * s
+void axpy_(Tensor& y, const Tensor& x, double alpha);               // y += alpha * x (in place)
+Tensor add_bias(const Tensor& x, const Tensor& bias);               // x[..., n] + bias[n]
+Tensor sum_to_last(const Tensor& x);                                // [..., n] -> [n] (bias gradient)
+Tensor sum(const Tensor& x);                                        // all elements -> shape [] (f64 accumulation)
+Tensor dot(const Tensor& a, const Tensor& b);                       // sum(a*b) -> shape []
+
+// Group gates: x viewed as [..., G, K] (K = x.numel() / (rows*G) is taken from the trailing dims
+// after the gate dim): y[..., g, k] = x[..., g, k] * z[g]. A head gate uses x = [B, T, H, hd],
+// z = [H], k = hd; a neuron gate uses x = [B, T, F], z = [F], k = 1.
+Tensor mul_groups(const Tensor& x, const Tensor& z, int64_t k);
+// dz[g] = sum over rows and k of dy[..., g, k] * x[..., g, k]  (the gate's gradient)
+Tensor sum_groups_product(const Tensor& dy, const Tensor& x, int64_t groups, int64_t k);
+
+// ---- matmul --------------------------------------------------------------------------------
+// C = op(A) op(B); A [..., M, K] (or [..., K, M] if trans_a), B [..., K, N] (or [..., N, K] if
+// trans_b). Leading dims of A and B must be equal (batched GEMM), or B may be 2-D and is then
+// shared by every batch of A. Output [..., M, N]. Through OpenBLAS sgemm/dgemm on CPU.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// y = x W^T (+ bias): x [..., in], W [out, in], bias [out] or undefined.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
+
+// ---- embedding -----------------------------------------------------------------------------
+Tensor embedding(const Tensor& table, const Tensor& ids);  // table [V, d], ids i32/i64 [...] -> [..., d]
+// Scatter-add of dy [..., d] into a [V, d] gradient; ids out of range are an error.
+Tensor embedding_backward(const Tensor& dy, const Tensor& ids, int64_t vocab);
+
+// ---- RMSNorm -------------------------------------------------------------------------------
+struct RmsNormOut {
+  Tensor y;     // [..., d]
+  Tensor rstd;  // [...]  1 / sqrt(mean(x^2) + eps), saved for the backward
+};
+RmsNormOut rmsnorm(const Tensor& x, const Tensor& w, double eps);
+struct RmsNormGrads {
+  Tensor dx, dw;
+};
+RmsNormGrads rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd);
+
+// ---- RoPE ----------------------------------------------------------------------------------
+// Llama 3 style frequency scaling ("rope_type": "llama3"); factor <= 0 means none.
+struct RopeScaling {
+  double factor = 0.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+// Inverse frequencies [hd/2] as Hugging Face computes them: its float32 chain replayed step by step
+// (values are exact floats, returned as double; see ops/rope.cpp). f64 rope_tables use the same
+// formulas in plain double instead, for gradient checks.
+std::vector<double> rope_inv_freq(int64_t head_dim, double theta, const RopeScaling& scaling = {});
+struct RopeTables {
+  Tensor cos, sin;  // [T, hd/2], for positions start .. start+T-1
+};
+RopeTables rope_tables(int64_t start, int64_t length, int64_t head_dim, double theta,
+                       const RopeScaling& scaling = {}, DType dtype = DType::f32);
+// x [B, T, N, hd] (N heads). Hugging Face's rotate_half convention: pairs (i, i + hd/2).
+// inverse = true rotates by -angle, which is the backward of the forward rotation.
+Tensor rope(const Tensor& x, const RopeTables& tables, bool inverse = false);
+
+// ---- activations ---------------------------------------------------------------------------
+Tensor silu(const Tensor& x);
+Tensor silu_backward(const Tensor& dy, const Tensor& x);
+Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up
+struct SwigluGrads {
+  Tensor dgate, dup;
+};
+SwigluGrads swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up);
+Tensor softmax(const Tensor& x);                                   // over the last dim
+Tensor softmax_backward(const Tensor& dy, const Tensor& y);        // y = softmax output
+
+// ---- attention -----------------------------------------------------------------------------
+// out[b,t,h] = sum_j p_j v_j over the keys [memory slots of group g(h) ; real tokens], with
+// p = softmax(scale * q . k). Memory slots (mem_k/mem_v [B, m, G, hd], may be undefined) are seen by
+// every query; real keys are causal: with Tq queries and Tk keys, query i sees key j iff
+// j <= i + (Tk - Tq) (so a KV-cache decode step sees the whole cache). Returns the log-sum-exp
+// per (b, t, h) for the backward, which recomputes the probabilities (no T x T tensor is kept).
+struct AttentionOut {
+  Tensor out;  // [B, Tq, H, hd]
+  Tensor lse;  // [B, Tq, H], f32/f64 like q
+};
+AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
+                       const Tensor& mem_v, double scale, bool causal = true);
+struct AttentionGrads {
+  Tensor dq, dk, dv, dmem_k, dmem_v;  // dmem_* undefined when there is no memory
+};
+AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& mem_k, const Tensor& mem_v, const Tensor& out,
+                                  const Tensor& lse, double scale, bool causal = true);
+
+// ---- cross-entropy -------------------------------------------------------------------------
+// Targets i32/i64 [N]; a target equal to ignore_index contributes nothing. loss_sum is the SUM over
+// counted rows (shape []); callers divide by the true token count of the accumulated batch.
+struct CrossEntropyOut {
+  Tensor loss_sum;  // []
+  Tensor lse;       // [N]
+  int64_t count = 0;
+};
+constexpr int64_t kIgnoreIndex = -100;
+CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = kIgnoreIndex);
+// dlogits = dloss * (softmax(logits) - onehot(target)), zero rows for ignored targets.
+Tensor cross_entropy_backward(double dloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                              int64_t ignore_index = kIgnoreIndex);
+
+// Fused lm_head + cross-entropy: logits = h W^T are made `chunk` rows at a time and never held whole
+// (h [N, d], W [V, d]). The backward recomputes each chunk's logits; dw is only made when asked.
+CrossEntropyOut linear_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, int64_t chunk = 256,
+                                     int64_t ignore_index = kIgnoreIndex);
+struct LinearCrossEntropyGrads {
+  Tensor dh, dw;  // dw undefined unless want_dw
+};
+LinearCrossEntropyGrads linear_cross_entropy_backward(double dloss, const Tensor& h, const Tensor& w,
+                                                      const Tensor& targets, const Tensor& lse, bool want_dw,
+                                                      int64_t chunk = 256, int64_t ignore_index = kIgnoreIndex);
+
+// ---- hard-concrete gates (KOFF_METHOD.md section 3) ------------------------------------------
+struct HardConcrete {
+  static constexpr double beta = 2.0 / 3.0;
+  static constexpr double gamma = -0.1;
+  static constexpr double zeta = 1.1;
+  static constexpr double eps = 1e-6;
+};
+// z = clamp(sigmoid((log u - log(1-u) + log_alpha) / beta) * (zeta - gamma) + gamma, 0, 1)
+// u [n] uniform in (0,1) (clamped to [eps, 1-eps] here).
+Tensor hard_concrete_sample(const Tensor& log_alpha, const Tensor& u);
+// dlog_alpha = dz * dz/dlog_alpha, zero where the clamp is active.
+Tensor hard_concrete_sample_backward(const Tensor& dz, const Tensor& log_alpha, const Tensor& u);
+Tensor hard_concrete_deterministic(const Tensor& log_alpha);  // clamp(sigmoid(la)*(zeta-gamma)+gamma, 0, 1)
+Tensor hard_concrete_p_open(const Tensor& log_alpha);         // sigmoid(la - beta*log(-gamma/zeta))
+Tensor hard_concrete_p_open_backward(const Tensor& dp, const Tensor& log_alpha);
+
+// ---- optimizer -----------------------------------------------------------------------------
+struct AdamWConfig {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+};
+// One AdamW step in place (decoupled weight decay, bias correction with `step` counted from 1).
+void adamw_step_(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config, int64_t step);
+
+}  // namespace koff::ops

@@ -1,0 +1,357 @@
+// The op harness (in the spirit of ggml's test-backend-ops): ONE table of ops. For each op:
+//   1. forward in f64 against a naive f64 reference (tests/reference.h)   rel. error < 1e-12
+//   2. forward in f32 against the same reference                          rel. error < 1e-5
+//   3. backward against central finite differences in f64                 (autograd/gradcheck)
+//   4. every other registered backend (CUDA when present) against the CPU backend, forward and
+//      backward, with outputs poisoned first; skipped where no such backend is present.
+// A new op is one entry in cases(); a new backend needs nothing here.
+//
+// Inputs are fresh random numbers each run; the seed is printed on failure and can be fixed with
+// KOFF_TEST_SEED=N.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+
+#include "autograd/functions.h"
+#include "autograd/gradcheck.h"
+#include "engine/ops/backend.h"
+#include "engine/tensor/random.h"
+#include "tests/reference.h"
+
+namespace koff {
+namespace {
+
+namespace ag = autograd;
+using ag::Variable;
+using Vars = std::vector<Variable>;
+using Tensors = std::vector<Tensor>;
+
+uint64_t test_seed() {
+  static uint64_t seed = [] {
+    if (const char* s = std::getenv("KOFF_TEST_SEED")) return static_cast<uint64_t>(std::strtoull(s, nullptr, 10));
+    return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  }();
+  return seed;
+}
+
+struct InputSpec {
+  Shape shape;
+  bool grad = true;
+  double lo = -1, hi = 1;
+};
+
+struct OpCase {
+  std::string name;
+  std::vector<InputSpec> inputs;
+  // Non-differentiable extras (ids, targets, uniforms), made from the case's random stream.
+  std::function<Tensors(const Philox&)> aux = [](const Philox&) { return Tensors{}; };
+  std::function<Variable(const Vars&, const Tensors&)> forward;
+  std::function<Tensor(const Tensors&, const Tensors&)> reference;  // f64 in, f64 out
+};
+
+// gtest prints a test's parameter in its name; the case name is all a reader needs.
+void PrintTo(const OpCase& op, std::ostream* os) { *os << op.name; }
+
+Tensor ids_tensor(const Philox& rng, const Shape& shape, int64_t n, uint64_t first, DType dtype = DType::i64) {
+  std::vector<int64_t> flat(static_cast<size_t>(shape_numel(shape)));
+  for (size_t i = 0; i < flat.size(); ++i) flat[i] = static_cast<int64_t>(rng.bits(first + i) % static_cast<uint64_t>(n));
+  Tensor f = Tensor::from_vector(flat, shape);
+  return f.to(dtype);
+}
+
+Tensor scalar_ref(double v) { return Tensor::full({}, v, DType::f64); }
+
+std::vector<OpCase> cases() {
+  std::vector<OpCase> c;
+  auto binary = [&](const char* name, int kind, auto fn) {
+    c.push_back({name, {{{3, 4}}, {{3, 4}}}, {}, [fn](const Vars& v, const Tensors&) { return fn(v[0], v[1]); },
+                 [kind](const Tensors& x, const Tensors&) { return ref::elementwise(x[0], x[1], kind); }});
+  };
+  binary("add", 0, [](auto& a, auto& b) { return ag::add(a, b); });
+  binary("sub", 1, [](auto& a, auto& b) { return ag::sub(a, b); });
+  binary("mul", 2, [](auto& a, auto& b) { return ag::mul(a, b); });
+  c.push_back({"scale", {{{2, 5}}}, {}, [](const Vars& v, const Tensors&) { return ag::scale(v[0], -1.75); },
+               [](const Tensors& x, const Tensors&) { return ref::elementwise(x[0], Tensor::full(x[0].shape(), -1.75, DType::f64), 2); }});
+  c.push_back({"add_bias", {{{2, 3, 5}}, {{5}}}, {},
+               [](const Vars& v, const Tensors&) { return ag::add_bias(v[0], v[1]); },
+               [](const Tensors& x, const Tensors&) {
+                 return ref::elementwise(x[0], x[1].expand(x[0].shape()).contiguous(), 0);
+               }});
+  c.push_back({"sum", {{{4, 3}}}, {}, [](const Vars& v, const Tensors&) { return ag::sum(v[0]); },
+               [](const Tensors& x, const Tensors&) {
+                 double s = 0;
+                 for (double e : x[0].to_vector<double>()) s += e;
+                 return scalar_ref(s);
+               }});
+  c.push_back({"dot", {{{3, 5}}, {{3, 5}}}, {}, [](const Vars& v, const Tensors&) { return ag::dot(v[0], v[1]); },
+               [](const Tensors& x, const Tensors&) {
+                 double s = 0;
+                 auto a = x[0].to_vector<double>(), b = x[1].to_vector<double>();
+                 for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+                 return scalar_ref(s);
+               }});
+  auto groups = [&](const char* name, Shape xs, int64_t g, int64_t k) {
+    c.push_back({name, {{xs}, {{g}, true, 0, 1}}, {},
+                 [k](const Vars& v, const Tensors&) { return ag::mul_groups(v[0], v[1], k); },
+                 [g, k](const Tensors& x, const Tensors&) {
+                   Tensor out = ref::f64(x[0]).clone();
+                   for (int64_t i = 0; i < out.numel(); ++i) out.data<double>()[i] *= x[1].data<double>()[(i / k) % g];
+                   return out;
+                 }});
+  };
+  groups("mul_groups_heads", {2, 3, 4, 5}, 4, 5);
+  groups("mul_groups_neurons", {2, 3, 6}, 6, 1);
+
+  auto mm = [&](std::string name, Shape as, Shape bs, bool ta, bool tb) {
+    c.push_back({name, {{as}, {bs}}, {},
+                 [ta, tb](const Vars& v, const Tensors&) { return ag::matmul(v[0], v[1], ta, tb); },
+                 [ta, tb](const Tensors& x, const Tensors&) { return ref::matmul(x[0], x[1], ta, tb); }});
+  };
+  mm("matmul", {3, 4}, {4, 5}, false, false);
+  mm("matmul_ta", {4, 3}, {4, 5}, true, false);
+  mm("matmul_tb", {3, 4}, {5, 4}, false, true);
+  mm("matmul_ta_tb", {4, 3}, {5, 4}, true, true);
+  mm("matmul_batched", {2, 3, 4}, {2, 4, 5}, false, false);
+  mm("matmul_batched_tb", {2, 3, 4}, {2, 5, 4}, false, true);
+  mm("matmul_shared_b", {2, 3, 4}, {4, 5}, false, false);
+  mm("matmul_shared_b_ta", {2, 4, 3}, {4, 5}, true, false);
+  mm("matmul_shared_b_tb", {2, 3, 4}, {5, 4}, false, true);
+  c.push_back({"linear_bias", {{{2, 3, 4}}, {{5, 4}}, {{5}}}, {},
+               [](const Vars& v, const Tensors&) { return ag::linear(v[0], v[1], v[2]); },
+               [](const Tensors& x, const Tensors&) {
+                 Tensor y = ref::matmul(x[0], x[1], false, true);
+                 return ref::elementwise(y, x[2].expand(y.shape()).contiguous(), 0);
+               }});
+  c.push_back({"linear", {{{3, 4}}, {{5, 4}}}, {}, [](const Vars& v, const Tensors&) { return ag::linear(v[0], v[1]); },
+               [](const Tensors& x, const Tensors&) { return ref::matmul(x[0], x[1], false, true); }});
+
+  for (DType id_type : {DType::i64, DType::i32}) {
+    c.push_back({id_type == DType::i64 ? "embedding_i64" : "embedding_i32", {{{7, 4}}},
+                 [id_type](const Philox& r) { return Tensors{ids_tensor(r, {2, 3}, 7, 1000, id_type)}; },
+                 [](const Vars& v, const Tensors& a) { return ag::embedding(v[0], a[0]); },
+                 [](const Tensors& x, const Tensors& a) {
+                   Tensor out = Tensor::empty({2, 3, 4}, DType::f64);
+                   for (int64_t i = 0; i < 6; ++i)
+                     for (int64_t e = 0; e < 4; ++e)
+                       out.data<double>()[i * 4 + e] = x[0].at({static_cast<int64_t>(a[0].flatten().at({i})), e});
+                   return out;
+                 }});
+  }
+  c.push_back({"rmsnorm", {{{2, 3, 8}}, {{8}}}, {}, [](const Vars& v, const Tensors&) { return ag::rmsnorm(v[0], v[1], 1e-5); },
+               [](const Tensors& x, const Tensors&) { return ref::rmsnorm(x[0], x[1], 1e-5); }});
+  for (bool scaled : {false, true}) {
+    ops::RopeScaling s;
+    if (scaled) s = {8.0, 1.0, 4.0, 64};  // small original context so all three frequency bands occur
+    c.push_back({scaled ? "rope_llama3" : "rope", {{{2, 3, 2, 16}}}, {},
+                 [s](const Vars& v, const Tensors&) {
+                   auto tables = ops::rope_tables(5, 3, 16, 10000.0, s, v[0].dtype());
+                   return ag::rope(v[0], tables);
+                 },
+                 [s](const Tensors& x, const Tensors&) { return ref::rope(x[0], 5, ref::rope_inv_freq(16, 10000.0, s)); }});
+  }
+  c.push_back({"silu", {{{3, 5}, true, -4, 4}}, {}, [](const Vars& v, const Tensors&) { return ag::silu(v[0]); },
+               [](const Tensors& x, const Tensors&) {
+                 Tensor y = ref::f64(x[0]).clone();
+                 for (int64_t i = 0; i < y.numel(); ++i) y.data<double>()[i] *= ref::sigmoid(y.data<double>()[i]);
+                 return y;
+               }});
+  c.push_back({"swiglu", {{{2, 3, 5}, true, -4, 4}, {{2, 3, 5}}}, {},
+               [](const Vars& v, const Tensors&) { return ag::swiglu(v[0], v[1]); },
+               [](const Tensors& x, const Tensors&) {
+                 Tensor g = ref::f64(x[0]), u = ref::f64(x[1]), y = Tensor::empty(g.shape(), DType::f64);
+                 for (int64_t i = 0; i < y.numel(); ++i) {
+                   double a = g.data<double>()[i];
+                   y.data<double>()[i] = a * ref::sigmoid(a) * u.data<double>()[i];
+                 }
+                 return y;
+               }});
+  c.push_back({"softmax", {{{3, 6}, true, -3, 3}}, {}, [](const Vars& v, const Tensors&) { return ag::softmax(v[0]); },
+               [](const Tensors& x, const Tensors&) { return ref::softmax(x[0]); }});
+
+  // attention: B=2, H=4 query heads over G=2 KV heads, hd=4, m memory slots
+  auto attn = [&](std::string name, int64_t tq, int64_t tk, int64_t m, bool causal) {
+    std::vector<InputSpec> in = {{{2, tq, 4, 4}}, {{2, tk, 2, 4}}, {{2, tk, 2, 4}}};
+    if (m) {
+      in.push_back({{2, m, 2, 4}});
+      in.push_back({{2, m, 2, 4}});
+    }
+    c.push_back({name, in, {},
+                 [m, causal](const Vars& v, const Tensors&) {
+                   return ag::attention(v[0], v[1], v[2], m ? v[3] : Variable(), m ? v[4] : Variable(), 0.5, causal);
+                 },
+                 [m, causal](const Tensors& x, const Tensors&) {
+                   return ref::attention(x[0], x[1], x[2], m ? x[3] : Tensor(), m ? x[4] : Tensor(), 0.5, causal);
+                 }});
+  };
+  attn("attention_causal", 4, 4, 0, true);
+  attn("attention_memory", 4, 4, 3, true);
+  attn("attention_memory_decode", 2, 5, 3, true);  // queries at the end of a longer key sequence
+  attn("attention_memory_full", 3, 3, 2, false);
+
+  c.push_back({"cross_entropy", {{{6, 7}, true, -3, 3}},
+               [](const Philox& r) {
+                 Tensor t = ids_tensor(r, {6}, 7, 2000);
+                 t.set({2}, static_cast<double>(ops::kIgnoreIndex));
+                 return Tensors{t};
+               },
+               [](const Vars& v, const Tensors& a) { return ag::cross_entropy(v[0], a[0]); },
+               [](const Tensors& x, const Tensors& a) {
+                 return scalar_ref(ref::cross_entropy_sum(x[0], a[0], ops::kIgnoreIndex) / 5.0);
+               }});
+  c.push_back({"linear_cross_entropy", {{{6, 4}, true, -2, 2}, {{7, 4}, true, -2, 2}},
+               [](const Philox& r) {
+                 Tensor t = ids_tensor(r, {6}, 7, 3000);
+                 t.set({4}, static_cast<double>(ops::kIgnoreIndex));
+                 return Tensors{t};
+               },
+               // chunk 4 < 6 rows: exercises the chunk loop and its tail
+               [](const Vars& v, const Tensors& a) { return ag::linear_cross_entropy(v[0], v[1], a[0], 0, 4); },
+               [](const Tensors& x, const Tensors& a) {
+                 return scalar_ref(ref::cross_entropy_sum(ref::matmul(x[0], x[1], false, true), a[0], ops::kIgnoreIndex) / 5.0);
+               }});
+  c.push_back({"hard_concrete_sample", {{{12}, true, -3, 3}},
+               [](const Philox& r) { return Tensors{rand_uniform({12}, r, 0.0, 1.0, DType::f64, 4000)}; },
+               [](const Vars& v, const Tensors& a) { return ag::hard_concrete_sample(v[0], a[0].to(v[0].dtype())); },
+               [](const Tensors& x, const Tensors& a) {
+                 Tensor z = Tensor::empty({12}, DType::f64);
+                 for (int64_t i = 0; i < 12; ++i) z.data<double>()[i] = ref::hard_concrete_sample(x[0].at({i}), a[0].at({i}));
+                 return z;
+               }});
+  c.push_back({"hard_concrete_p_open", {{{9}, true, -4, 4}}, {},
+               [](const Vars& v, const Tensors&) { return ag::hard_concrete_p_open(v[0]); },
+               [](const Tensors& x, const Tensors&) {
+                 Tensor p = Tensor::empty({9}, DType::f64);
+                 for (int64_t i = 0; i < 9; ++i) p.data<double>()[i] = ref::hard_concrete_p_open(x[0].at({i}));
+                 return p;
+               }});
+  return c;
+}
+
+class OpHarness : public ::testing::TestWithParam<OpCase> {
+ protected:
+  void SetUp() override {
+    const OpCase& op = GetParam();
+    uint64_t seed = test_seed() ^ std::hash<std::string>{}(op.name);
+    Philox rng(seed, 0);
+    trace_ = fmt::format("seed {} (KOFF_TEST_SEED={})", seed, test_seed());
+    for (size_t i = 0; i < op.inputs.size(); ++i) {
+      const auto& spec = op.inputs[i];
+      inputs64_.push_back(rand_uniform(spec.shape, Philox(seed, 1 + i), spec.lo, spec.hi, DType::f64));
+    }
+    if (op.aux) aux_ = op.aux(rng);
+  }
+  Vars make_vars(DType dtype, Device device = Device::cpu()) const {
+    Vars v;
+    for (size_t i = 0; i < inputs64_.size(); ++i)
+      v.emplace_back(inputs64_[i].to(dtype).to(device), GetParam().inputs[i].grad, fmt::format("x{}", i));
+    return v;
+  }
+  Tensors aux_on(Device device) const {
+    Tensors a;
+    for (const auto& t : aux_) a.push_back(t.to(device));
+    return a;
+  }
+  Tensors inputs64_, aux_;
+  std::string trace_;
+};
+
+TEST_P(OpHarness, ForwardF64MatchesReference) {
+  SCOPED_TRACE(trace_);
+  Tensor got = GetParam().forward(make_vars(DType::f64), aux_).data();
+  Tensor want = GetParam().reference(inputs64_, aux_);
+  ASSERT_EQ(shape_str(got.shape()), shape_str(want.shape()));
+  EXPECT_FALSE(has_non_finite(got));
+  EXPECT_LT(max_rel_error(got, want), 1e-12);
+}
+
+TEST_P(OpHarness, ForwardF32MatchesReference) {
+  SCOPED_TRACE(trace_);
+  Tensor got = GetParam().forward(make_vars(DType::f32), aux_).data();
+  EXPECT_EQ(got.dtype(), DType::f32);
+  Tensor want = GetParam().reference(inputs64_, aux_);
+  EXPECT_FALSE(has_non_finite(got));
+  EXPECT_LT(max_rel_error(got, want), 1e-5);
+}
+
+TEST_P(OpHarness, GradientMatchesFiniteDifferences) {
+  SCOPED_TRACE(trace_);
+  Vars vars = make_vars(DType::f64);
+  const OpCase& op = GetParam();
+  // Reduce the output to a scalar with fixed random weights so every output element matters.
+  Tensor probe = op.forward(vars, aux_).data();
+  Tensor w = rand_uniform(probe.shape(), Philox(test_seed(), 99), -1, 1, DType::f64);
+  auto f = [&](const Vars& v) { return ag::dot(op.forward(v, aux_), Variable(w)); };
+  ag::GradcheckResult r = ag::gradcheck(f, vars, 1e-6, 1e-8, 1e-5);
+  EXPECT_TRUE(r.ok) << r.first_failure << " (max rel error " << r.max_rel_error << ")";
+  EXPECT_GT(r.checked, 0);
+}
+
+// Every backend other than the CPU against the CPU backend, forward and backward.
+TEST_P(OpHarness, BackendsMatchCpu) {
+  if (!has_backend(DeviceType::CUDA)) GTEST_SKIP() << "no CUDA backend/GPU present: nothing to compare";
+  SCOPED_TRACE(trace_);
+  const OpCase& op = GetParam();
+  for (DType dtype : {DType::f32}) {
+    Vars cpu = make_vars(dtype), dev = make_vars(dtype, Device::cuda(0));
+    Tensor w = rand_uniform(op.forward(cpu, aux_).shape(), Philox(test_seed(), 98), -1, 1, dtype);
+    Variable out_cpu = op.forward(cpu, aux_), out_dev = op.forward(dev, aux_on(Device::cuda(0)));
+    EXPECT_LT(max_rel_error(out_dev.data().to(Device::cpu()), out_cpu.data()), 1e-5);
+    ag::dot(out_cpu, Variable(w)).backward();
+    ag::dot(out_dev, Variable(w.to(Device::cuda(0)))).backward();
+    for (size_t i = 0; i < cpu.size(); ++i) {
+      if (!cpu[i].requires_grad()) continue;
+      ASSERT_TRUE(dev[i].grad().defined()) << "input " << i;
+      EXPECT_LT(max_rel_error(dev[i].grad().to(Device::cpu()), cpu[i].grad()), 1e-5) << "input " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, OpHarness, ::testing::ValuesIn(cases()),
+                         [](const ::testing::TestParamInfo<OpCase>& info) { return info.param.name; });
+
+// ---- checks outside the table -----------------------------------------------------------------
+
+TEST(OpHarnessExtra, RopeInverseFrequenciesMatchDefinition) {
+  for (ops::RopeScaling s : {ops::RopeScaling{}, ops::RopeScaling{8.0, 1.0, 4.0, 8192}, ops::RopeScaling{32.0, 1.0, 4.0, 8192}}) {
+    auto got = ops::rope_inv_freq(128, 500000.0, s);
+    auto want = ref::rope_inv_freq(128, 500000.0, s);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i] / want[i], 1.0, 1e-6) << "index " << i;
+  }
+}
+
+TEST(OpHarnessExtra, AdamWMatchesDefinition) {
+  Philox rng(test_seed(), 7);
+  Tensor p = randn({5, 3}, rng, DType::f64, 1.0, 0), g = randn({5, 3}, rng, DType::f64, 1.0, 100);
+  Tensor m = Tensor::zeros({5, 3}, DType::f64), v = Tensor::zeros({5, 3}, DType::f64);
+  ops::AdamWConfig cfg{0.01, 0.9, 0.95, 1e-8, 0.1};
+  std::vector<double> P = p.to_vector<double>(), M(15, 0), V(15, 0);
+  for (int64_t step = 1; step <= 3; ++step) {
+    ops::adamw_step_(p, g, m, v, cfg, step);
+    auto G = g.to_vector<double>();
+    for (size_t i = 0; i < 15; ++i) {
+      P[i] -= cfg.lr * cfg.weight_decay * P[i];
+      M[i] = cfg.beta1 * M[i] + (1 - cfg.beta1) * G[i];
+      V[i] = cfg.beta2 * V[i] + (1 - cfg.beta2) * G[i] * G[i];
+      double mh = M[i] / (1 - std::pow(cfg.beta1, step)), vh = V[i] / (1 - std::pow(cfg.beta2, step));
+      P[i] -= cfg.lr * mh / (std::sqrt(vh) + cfg.eps);
+    }
+  }
+  auto got = p.to_vector<double>();
+  for (size_t i = 0; i < 15; ++i) EXPECT_NEAR(got[i], P[i], 1e-12);
+}
+
+TEST(OpHarnessExtra, HardConcreteDeterministicValue) {
+  Tensor la = Tensor::from_vector<double>({-10, -1, 0, 1, 3, 10}, {6});
+  auto z = ops::hard_concrete_deterministic(la).to_vector<double>();
+  for (int i = 0; i < 6; ++i) {
+    double want = std::clamp(ref::sigmoid(la.at({i})) * 1.2 - 0.1, 0.0, 1.0);
+    EXPECT_NEAR(z[i], want, 1e-15);
+  }
+  EXPECT_EQ(z[4], 1.0);  // log_alpha = 3 (the init) gives a fully open gate
+}
+
+}  // namespace
+}  // namespace koff

@@ -1,0 +1,31 @@
+// The `koff` command line: each subcommand lives in its own tools/cmd_*.cpp and registers itself
+// here at static-initialisation time, so adding a command never touches main.cpp.
+//
+//   static const bool registered = koff::cli::add_command({"tokenize", "text to ids, or back",
+//       [](CLI::App& sub) { ...add options...; return [=] { ...run...; return 0; }; }});
+//
+// A command's run function returns the process exit status. Errors are thrown (koff::Error or any
+// std::exception); main() prints them as one line and exits 2.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace koff::cli {
+
+using RunFn = std::function<int()>;
+
+struct Command {
+  std::string name;
+  std::string description;
+  // Adds the command's options to `sub` and returns the function that runs it once parsed.
+  std::function<RunFn(CLI::App& sub)> setup;
+};
+
+bool add_command(Command command);
+const std::vector<Command>& commands();
+
+}  // namespace koff::cli
