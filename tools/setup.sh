@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # Installs everything koff needs on Debian 12, idempotently: compiler, CMake, the libraries the build
-# finds (fmt, GoogleTest, Google Benchmark, OpenBLAS, nlohmann-json, CLI11), and the Python
-# references the tests compare against (PyTorch from Debian; HF tokenizers from PyPI in a venv under
-# the git-ignored .cache/). The CUDA toolkit is expected at /usr/local/cuda when wanted; without it
-# the build simply has no CUDA backend.
+# finds (fmt, GoogleTest, Google Benchmark, OpenBLAS, nlohmann-json, CLI11), and the independent
+# references the tests compare against, from PyPI, pinned, in a virtual environment outside the
+# clone (${KOFF_VENV:-~/.cache/koff/venv}, about 6 GB because PyPI's torch wheel brings its CUDA
+# libraries), so that every clone on a machine shares it. The CUDA toolkit is expected at
+# /usr/local/cuda when wanted; without it the build simply has no CUDA backend.
 #
 #   bash tools/setup.sh            # safe to run again: installs only what is missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  build-essential cmake ninja-build git pkg-config clang
-  libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libcli11-dev
-  python3 python3-venv python3-pip python3-numpy python3-torch
-  unicode-data
+  # build
+  build-essential cmake ninja-build git pkg-config
+  libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev
+  # fuzzing (libFuzzer) and the Python references
+  clang libclang-rt-dev python3 python3-venv python3-pip
+  # tokenizer: Unicode tables, and translated text for the multilingual parity corpus (tests/tokenizer)
+  unicode-data coreutils libc-l10n dpkg iso-codes gnupg-l10n tar apt libgtk-3-common
 )
 PIP_PACKAGES=(
-  "tokenizers==0.23.3"
+  "torch==2.15.0" "transformers==5.24.0" "tokenizers==0.23.3" "safetensors==0.8.0" "peft==0.21.2"
+  "numpy==2.4.6"
 )
-VENV=.cache/venv
+VENV=${KOFF_VENV:-$HOME/.cache/koff/venv}
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -38,10 +43,11 @@ else
   log "Debian packages: all present"
 fi
 
-# Debian's own python3 (not a pyenv or conda one), so the venv sees Debian's torch and numpy.
+# Debian's own python3, whatever else is first on PATH (pyenv, conda).
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
-  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  /usr/bin/python3 -m venv "$VENV"
 fi
 want=()
 for spec in "${PIP_PACKAGES[@]}"; do
@@ -56,5 +62,5 @@ if [ ${#want[@]} -gt 0 ]; then
 else
   log "Python packages: all present"
 fi
-"$VENV/bin/python" -c "import torch, tokenizers" || { echo "[setup] the Python references do not import" >&2; exit 1; }
+"$VENV/bin/python" -c "import torch, transformers, tokenizers, safetensors, peft" || { echo "[setup] the Python references do not import" >&2; exit 1; }
 log "done"
