@@ -175,3 +175,18 @@ TEST(Random, PhiloxIsCounterBasedAndUniform) {
 
 }  // namespace
 }  // namespace koff
+
+namespace koff {
+namespace {
+
+TEST(Tensor, EmptyTensorsCopyAndConvert) {
+  Tensor e = Tensor::empty({0, 4});
+  EXPECT_EQ(e.numel(), 0);
+  Tensor c = e.clone();
+  EXPECT_EQ(c.shape(), (Shape{0, 4}));
+  EXPECT_EQ(e.to(DType::bf16).numel(), 0);
+  EXPECT_EQ(e.str(), "tensor([], shape=[0, 4], dtype=f32, device=cpu)");
+}
+
+}  // namespace
+}  // namespace koff

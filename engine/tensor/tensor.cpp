@@ -268,6 +268,7 @@ void Tensor::copy_(const Tensor& src) {
   KOFF_CHECK(defined() && src.defined(), "copy_ with an undefined tensor");
   KOFF_CHECK(shape_ == src.shape_, "copy_: destination shape {} differs from source shape {}", shape_str(shape_),
              shape_str(src.shape_));
+  if (numel() == 0) return;  // empty tensors own no memory (null data): nothing to move
   if (!device().is_cpu() || !src.device().is_cpu()) {
     // Cross-device copies move bytes of contiguous tensors; conversion happens on the host.
     KOFF_CHECK(is_contiguous(), "copy_ into a non-contiguous {} tensor", device().str());

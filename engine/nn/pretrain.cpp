@@ -1,0 +1,278 @@
+#include "engine/nn/pretrain.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/data/corpus.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/safetensors.h"
+#include "engine/nn/evaluate.h"
+#include "engine/nn/optim.h"
+#include "tokenizer/trainer.h"
+
+namespace koff::nn {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+PretrainSettings PretrainSettings::from_json(const json& j) {
+  PretrainSettings s;
+  auto get = [&](const char* key, auto& slot) {
+    if (j.contains(key)) slot = j.at(key).get<std::remove_reference_t<decltype(slot)>>();
+  };
+  get("steps", s.steps), get("batch", s.batch), get("seq", s.seq), get("warmup", s.warmup), get("lr", s.lr);
+  get("min_lr", s.min_lr), get("weight_decay", s.weight_decay), get("beta1", s.beta1), get("beta2", s.beta2);
+  get("grad_clip", s.grad_clip), get("seed", s.seed), get("log_every", s.log_every);
+  get("checkpoint_every", s.checkpoint_every), get("eval_every", s.eval_every), get("eval_windows", s.eval_windows);
+  KOFF_CHECK(s.steps > 0 && s.batch > 0 && s.seq > 1, "train: steps, batch must be positive and seq > 1");
+  KOFF_CHECK(s.lr > 0 && s.min_lr >= 0 && s.min_lr <= s.lr, "train: need 0 <= min_lr <= lr and lr > 0");
+  return s;
+}
+
+json PretrainSettings::to_json() const {
+  return {{"steps", steps}, {"batch", batch}, {"seq", seq}, {"warmup", warmup}, {"lr", lr}, {"min_lr", min_lr},
+          {"weight_decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2}, {"grad_clip", grad_clip},
+          {"seed", seed}, {"log_every", log_every}, {"checkpoint_every", checkpoint_every},
+          {"eval_every", eval_every}, {"eval_windows", eval_windows}};
+}
+
+TokenizerSettings TokenizerSettings::from_json(const json& j) {
+  TokenizerSettings t;
+  if (j.contains("vocab_size")) t.vocab_size = j.at("vocab_size");
+  if (j.contains("special_tokens")) t.special_tokens = j.at("special_tokens").get<std::vector<std::string>>();
+  if (j.contains("bos_token")) t.bos_token = j.at("bos_token");
+  if (j.contains("eos_token")) t.eos_token = j.at("eos_token");
+  return t;
+}
+
+namespace {
+
+// Linear warmup to lr, then cosine decay to min_lr at the last step.
+double learning_rate(const PretrainSettings& s, int64_t step) {
+  if (step < s.warmup) return s.lr * static_cast<double>(step + 1) / static_cast<double>(s.warmup);
+  double progress = static_cast<double>(step - s.warmup) / static_cast<double>(std::max<int64_t>(s.steps - s.warmup, 1));
+  return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + std::cos(3.141592653589793 * std::min(progress, 1.0)));
+}
+
+// Scales all gradients so that their global L2 norm is at most max_norm; returns the norm before.
+double clip_gradients(const std::vector<autograd::Variable>& params, double max_norm) {
+  double sq = 0;
+  for (const auto& p : params)
+    if (p.grad().defined()) sq += ops::dot(p.grad(), p.grad()).item();
+  const double norm = std::sqrt(sq);
+  if (max_norm > 0 && norm > max_norm) {
+    for (auto p : params)
+      if (p.grad().defined()) p.mutable_grad() = ops::scale(p.grad(), max_norm / (norm + 1e-6));
+  }
+  return norm;
+}
+
+struct Checkpointer {
+  fs::path root;
+
+  std::optional<fs::path> latest() const {
+    fs::path marker = root / "latest";
+    if (!fs::exists(marker)) return std::nullopt;
+    std::ifstream in(marker);
+    std::string name;
+    std::getline(in, name);
+    fs::path dir = root / name;
+    KOFF_CHECK(fs::is_directory(dir), "checkpoint marker {} names {}, which does not exist", marker.string(),
+               dir.string());
+    return dir;
+  }
+
+  void save(int64_t step, const Transformer& model, const AdamW& opt, const json& state) const {
+    const fs::path dir = root / fmt::format("step-{}", step), tmp = root / fmt::format("step-{}.tmp", step);
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    std::vector<std::pair<std::string, Tensor>> weights;
+    for (const auto& [name, v] : model.named_parameters()) weights.emplace_back(name, v.data());
+    io::save_safetensors((tmp / "model.safetensors").string(), weights);
+    io::save_safetensors((tmp / "optimizer.safetensors").string(), opt.state());
+    io::write_file_atomic((tmp / "state.json").string(), state.dump(2));
+    fs::remove_all(dir);
+    fs::rename(tmp, dir);
+    io::write_file_atomic((root / "latest").string(), dir.filename().string() + "\n");
+    // Keep the two newest checkpoints: the newest may be the one a crash interrupted next time.
+    std::vector<std::pair<int64_t, fs::path>> all;
+    for (const auto& e : fs::directory_iterator(root)) {
+      const std::string n = e.path().filename().string();
+      if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos)
+        all.emplace_back(std::stoll(n.substr(5)), e.path());
+    }
+    std::sort(all.begin(), all.end());
+    for (size_t i = 0; i + 2 < all.size(); ++i) fs::remove_all(all[i].second);
+  }
+};
+
+}  // namespace
+
+std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
+  const PretrainSettings& s = job.train;
+  auto note = [&](const std::string& m) {
+    if (job.progress) job.progress({0, s.steps, 0, 0, 0, 0, 0, m});
+  };
+  const fs::path out(job.out_dir);
+  fs::create_directories(out / "ckpt");
+  const auto domains = data::list_domains(job.data_dir);
+
+  // 1. Tokenizer: trained once on every domain's train split, then reused on resume.
+  const fs::path tok_path = out / "tokenizer.json";
+  if (!fs::exists(tok_path)) {
+    note(fmt::format("training a {}-token byte-level BPE on {} domains", job.tokenizer.vocab_size, domains.size()));
+    BpeTrainerOptions o;
+    o.vocab_size = static_cast<size_t>(job.tokenizer.vocab_size);
+    o.special_tokens = job.tokenizer.special_tokens;
+    o.bos_token = job.tokenizer.bos_token;
+    BpeTrainer trainer(o);
+    for (const auto& d : domains) trainer.add_file(d.train);
+    trainer.train_to_file(tok_path.string());
+  }
+  Tokenizer tokenizer = Tokenizer::from_file(tok_path.string());
+  auto id_of = [&](const std::string& t) -> int64_t {
+    auto id = tokenizer.token_to_id(t);
+    KOFF_CHECK(id.has_value(), "{}: special token '{}' is not in the vocabulary", tok_path.string(), t);
+    return *id;
+  };
+  const int64_t bos = id_of(job.tokenizer.bos_token), eos = id_of(job.tokenizer.eos_token);
+
+  // 2. Data: one mixed training stream, one valid stream per domain.
+  std::vector<int32_t> train_stream;
+  std::vector<std::pair<std::string, std::vector<int32_t>>> valid;
+  for (const auto& d : domains) {
+    auto t = data::tokenize(tokenizer, data::read_paragraphs(d.train), eos);
+    train_stream.insert(train_stream.end(), t.begin(), t.end());
+    valid.emplace_back(d.name, data::tokenize(tokenizer, data::read_paragraphs(d.valid), eos));
+  }
+  note(fmt::format("{} training tokens; valid tokens per domain: {}", train_stream.size(), [&] {
+    std::string s2;
+    for (const auto& [n, v] : valid) s2 += fmt::format("{}{}={}", s2.empty() ? "" : ", ", n, v.size());
+    return s2;
+  }()));
+
+  // 3. Model.
+  json mj = job.model;
+  mj["vocab_size"] = tokenizer.vocab_size();
+  mj["bos_token_id"] = bos;
+  mj["eos_token_id"] = eos;
+  io::ModelConfig config = io::parse_config(mj, "pretrain config 'model'");
+  Transformer model(config, DType::f32);
+  model.init_random(s.seed);
+  model.set_requires_grad(true);
+  std::vector<autograd::Variable> decay, no_decay, all;
+  for (const auto& [name, v] : model.named_parameters()) {
+    (v.data().dim() >= 2 ? decay : no_decay).push_back(v);
+    all.push_back(v);
+  }
+  AdamW opt;
+  opt.add_group("decay", decay, {s.lr, s.beta1, s.beta2, 1e-8, s.weight_decay});
+  opt.add_group("no_decay", no_decay, {s.lr, s.beta1, s.beta2, 1e-8, 0.0});
+
+  // 4. Resume.
+  Checkpointer ckpt{out / "ckpt"};
+  int64_t step = 0;
+  if (auto dir = ckpt.latest()) {
+    io::SafetensorsFile weights((*dir / "model.safetensors").string());
+    for (auto& [name, v] : model.named_parameters()) const_cast<autograd::Variable&>(v).mutable_data().copy_(weights.load(name, DType::f32));
+    io::SafetensorsFile state((*dir / "optimizer.safetensors").string());
+    std::ifstream sj(*dir / "state.json");
+    json st = json::parse(sj);
+    step = st.at("step");
+    opt.load_state([&](const std::string& n) { return state.load(n, DType::f32); }, st.at("optimizer_steps"));
+    note(fmt::format("resumed from {} (step {})", dir->string(), step));
+    // Metrics after the checkpoint belong to the interrupted run: drop them.
+    fs::path mpath = out / "metrics.jsonl";
+    if (fs::exists(mpath)) {
+      std::ifstream in(mpath);
+      std::string line, kept;
+      while (std::getline(in, line))
+        if (!line.empty() && json::parse(line).value("step", int64_t(0)) <= step) kept += line + "\n";
+      io::write_file_atomic(mpath.string(), kept);
+    }
+  }
+  json run = {{"model", mj}, {"train", s.to_json()}, {"data", job.data_dir},
+              {"tokenizer", {{"vocab_size", job.tokenizer.vocab_size}, {"bos", job.tokenizer.bos_token}, {"eos", job.tokenizer.eos_token}}},
+              {"parameters", model.num_parameters()}};
+  io::write_file_atomic((out / "run.json").string(), run.dump(2));
+  note(fmt::format("model: {} parameters ({} layers, d={}, {} heads / {} KV heads, ff={})", model.num_parameters(),
+                   config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+                   config.num_key_value_heads, config.intermediate_size));
+
+  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
+  const Philox data_rng(s.seed, /*stream=*/0xDA7A);
+  const int64_t first_step = step;
+  auto t0 = std::chrono::steady_clock::now();
+  auto evaluate = [&](int64_t windows) {
+    std::vector<std::pair<std::string, double>> result;
+    for (const auto& [name, stream] : valid) result.emplace_back(name, perplexity(model, stream, s.seq, windows).ppl());
+    return result;
+  };
+  auto save = [&] {
+    ckpt.save(step, model, opt, {{"step", step}, {"optimizer_steps", opt.step_count()}});
+    note(fmt::format("checkpoint: step {}", step));
+  };
+
+  while (step < s.steps) {
+    data::Batch b = data::sample_batch(train_stream, s.batch, s.seq, data_rng, static_cast<uint64_t>(step * s.batch));
+    autograd::Variable loss = model.loss(b.ids, b.targets);
+    const double loss_value = loss.data().item();
+    KOFF_CHECK(std::isfinite(loss_value), "loss is {} at step {}: stopping; the last good checkpoint is kept",
+               loss_value, step);
+    loss.backward();
+    const double gnorm = clip_gradients(all, s.grad_clip);
+    const double lr = learning_rate(s, step);
+    opt.step({lr / s.lr, lr / s.lr});
+    opt.zero_grad();
+    ++step;
+
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double tps = static_cast<double>((step - first_step) * s.batch * s.seq) / std::max(secs, 1e-9);
+    if (step % s.log_every == 0 || step == s.steps) {
+      metrics << json{{"step", step}, {"loss", loss_value}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tps}}.dump()
+              << "\n";
+      metrics.flush();
+    }
+    if (job.progress) job.progress({step, s.steps, loss_value, lr, tps, gnorm, secs, ""});
+    const bool interrupted = job.interrupt && job.interrupt->load();
+    const bool stop = interrupted || (job.stop_after > 0 && step - first_step >= job.stop_after);
+    if (step % s.checkpoint_every == 0 || step == s.steps || stop) save();
+    if (s.eval_every > 0 && step % s.eval_every == 0 && step < s.steps) {
+      std::string line = fmt::format("eval at step {}:", step);
+      json m = {{"step", step}};
+      for (const auto& [name, ppl] : evaluate(s.eval_windows)) {
+        line += fmt::format(" {}={:.2f}", name, ppl);
+        m["valid_ppl_" + name] = ppl;
+      }
+      metrics << m.dump() << "\n";
+      metrics.flush();
+      note(line);
+    }
+    if (stop) {
+      note(interrupted ? "interrupted: checkpoint saved; run the same command again to resume"
+                       : fmt::format("stopped after {} steps of this run; run again to resume", step - first_step));
+      return {};
+    }
+  }
+
+  // 5. Export the final model, and its full held-out perplexity per domain.
+  const fs::path model_dir = out / "model";
+  fs::create_directories(model_dir);
+  model.save(model_dir.string(), DType::bf16);
+  fs::copy_file(tok_path, model_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  Transformer exported = Transformer::load(model_dir.string(), DType::f32);
+  std::vector<std::pair<std::string, double>> result;
+  json m = {{"step", step}, {"final", true}};
+  for (const auto& [name, stream] : valid) {
+    double ppl = perplexity(exported, stream, s.seq).ppl();
+    result.emplace_back(name, ppl);
+    m["valid_ppl_" + name] = ppl;
+  }
+  metrics << m.dump() << "\n";
+  note(fmt::format("exported {} (bf16)", model_dir.string()));
+  return result;
+}
+
+}  // namespace koff::nn

@@ -1,0 +1,151 @@
+// Model commands: `koff logits`, `koff eval`, `koff generate` on a Hugging Face model directory
+// (config.json + safetensors + tokenizer.json).
+#include <cstdio>
+#include <filesystem>
+
+#include "engine/data/corpus.h"
+#include "engine/io/npy.h"
+#include "engine/nn/evaluate.h"
+#include "engine/nn/generate.h"
+#include "tokenizer/tokenizer.h"
+#include "tools/cli.h"
+#include "tools/progress.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+koff::Tokenizer load_tokenizer(const std::string& model_dir) {
+  const std::string path = model_dir + "/tokenizer.json";
+  if (!fs::exists(path)) throw koff::Error(fmt::format("{}: no tokenizer.json in the model directory", model_dir));
+  return koff::Tokenizer::from_file(path);
+}
+
+std::vector<int64_t> parse_ids(const std::string& text) {
+  std::vector<int64_t> ids;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find(',', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string item = text.substr(pos, end - pos);
+    try {
+      size_t used = 0;
+      ids.push_back(std::stoll(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw koff::Error(fmt::format("--ids: '{}' is not an integer (expected e.g. 1,2,3)", item));
+    }
+    pos = end + 1;
+  }
+  if (ids.empty()) throw koff::Error("--ids: no ids given");
+  return ids;
+}
+
+const bool logits_registered = koff::cli::add_command({"logits", "float32 logits [T, vocab] of one sequence to .npy",
+    [](CLI::App& sub) {
+      auto model = std::make_shared<std::string>(), ids = std::make_shared<std::string>(),
+           out = std::make_shared<std::string>();
+      sub.add_option("--model", *model, "model directory")->required();
+      sub.add_option("--ids", *ids, "comma-separated token ids, e.g. 1,2,3")->required();
+      sub.add_option("--out", *out, "output .npy file")->required();
+      return [=]() {
+        auto tokens = parse_ids(*ids);
+        auto m = koff::nn::Transformer::load(*model, koff::DType::f32);
+        for (int64_t t : tokens)
+          if (t < 0 || t >= m.config().vocab_size)
+            throw koff::Error(fmt::format("--ids: id {} outside the vocabulary [0, {})", t, m.config().vocab_size));
+        koff::autograd::NoGradGuard no_grad;
+        koff::Tensor ids_t = koff::Tensor::from_vector(tokens, {1, static_cast<int64_t>(tokens.size())});
+        koff::Tensor logits = m.logits(ids_t).data().select(0, 0).contiguous();
+        koff::io::save_npy(*out, logits);
+        fmt::print("wrote {} logits {} to {}\n", koff::dtype_name(logits.dtype()), koff::shape_str(logits.shape()), *out);
+        return 0;
+      };
+    }});
+
+const bool eval_registered = koff::cli::add_command({"eval", "held-out perplexity of a model on text",
+    [](CLI::App& sub) {
+      struct Options {
+        std::string model, data;
+        int64_t seq = 256, max_windows = 0;
+      };
+      auto o = std::make_shared<Options>();
+      sub.add_option("--model", o->model, "model directory")->required();
+      sub.add_option("--data", o->data,
+                     "a text file (paragraphs separated by blank lines), or a data directory: every <domain>/valid.txt")
+          ->required();
+      sub.add_option("--seq", o->seq, "window length in tokens")->capture_default_str();
+      sub.add_option("--max-windows", o->max_windows, "evaluate at most this many windows per file (0 = all)");
+      return [o]() {
+        auto model = koff::nn::Transformer::load(o->model, koff::DType::f32);
+        auto tok = load_tokenizer(o->model);
+        const auto& eos_ids = model.config().eos_token_ids;
+        const int64_t eos = eos_ids.empty() ? -1 : eos_ids.front();
+        std::vector<std::pair<std::string, std::string>> files;
+        if (fs::is_directory(o->data)) {
+          for (const auto& d : koff::data::list_domains(o->data)) files.emplace_back(d.name, d.valid);
+        } else {
+          files.emplace_back(fs::path(o->data).stem().string(), o->data);
+        }
+        fmt::print("{:<12} {:>10} {:>10}\n", "domain", "tokens", "ppl");
+        for (const auto& [name, path] : files) {
+          auto stream = koff::data::tokenize(tok, koff::data::read_paragraphs(path), eos);
+          auto p = koff::nn::perplexity(model, stream, o->seq, o->max_windows);
+          fmt::print("{:<12} {:>10} {:>10.3f}\n", name, p.tokens, p.ppl());
+          std::fflush(stdout);
+        }
+        return 0;
+      };
+    }});
+
+const bool generate_registered = koff::cli::add_command({"generate", "generate text with a KV cache (streams tokens)",
+    [](CLI::App& sub) {
+      struct Options {
+        std::string model, prompt;
+        int64_t max_new_tokens = 64;
+        double temperature = 0, top_p = 1.0;
+        uint64_t seed = 0;
+      };
+      auto o = std::make_shared<Options>();
+      sub.add_option("--model", o->model, "model directory")->required();
+      sub.add_option("--prompt", o->prompt, "prompt text")->required();
+      sub.add_option("-n,--max-new-tokens", o->max_new_tokens, "tokens to generate")->capture_default_str();
+      sub.add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
+      sub.add_option("--top-p", o->top_p, "nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+      sub.add_option("--seed", o->seed, "sampling seed")->capture_default_str();
+      return [o]() {
+        auto model = koff::nn::Transformer::load(o->model, koff::DType::f32);
+        auto tok = load_tokenizer(o->model);
+        std::vector<int64_t> prompt;
+        for (uint32_t id : tok.encode(o->prompt, true)) prompt.push_back(id);
+        koff::nn::GenerateOptions g;
+        g.max_new_tokens = o->max_new_tokens;
+        g.temperature = o->temperature;
+        g.top_p = o->top_p;
+        g.seed = o->seed;
+        g.stop_ids = model.config().eos_token_ids;
+        // Stream: decode the whole continuation each time and print what is new, so multi-token
+        // characters appear once complete.
+        std::vector<uint32_t> produced;
+        std::string shown;
+        fmt::print("{}", o->prompt);
+        std::fflush(stdout);
+        koff::nn::generate(model, prompt, g, [&](int64_t id) {
+          produced.push_back(static_cast<uint32_t>(id));
+          std::string text = tok.decode(produced, true);
+          if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0 &&
+              text.find("\xEF\xBF\xBD", shown.size()) == std::string::npos) {
+            fmt::print("{}", text.substr(shown.size()));
+            std::fflush(stdout);
+            shown = text;
+          }
+          return true;
+        });
+        std::string text = tok.decode(produced, true);
+        if (text.size() > shown.size()) fmt::print("{}", text.substr(shown.size()));
+        fmt::print("\n");
+        return 0;
+      };
+    }});
+
+}  // namespace

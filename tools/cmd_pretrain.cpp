@@ -1,0 +1,71 @@
+// `koff pretrain --config FILE --data DIR --out DIR`: trains a small base model from scratch (the
+// embedded default model comes from tools/configs/embedded.json). Resumes from <out>/ckpt when
+// present; Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and stops.
+#include <csignal>
+#include <fstream>
+
+#include "engine/nn/pretrain.h"
+#include "tools/cli.h"
+#include "tools/progress.h"
+
+namespace {
+
+std::atomic<bool> g_interrupt{false};
+extern "C" void on_signal(int) { g_interrupt.store(true); }
+
+const bool registered = koff::cli::add_command({"pretrain", "train a small base model from scratch (resumable)",
+    [](CLI::App& sub) {
+      struct Options {
+        std::string config, data, out;
+        int64_t steps = 0, stop_after = 0;
+      };
+      auto o = std::make_shared<Options>();
+      sub.add_option("--config", o->config, "JSON with \"tokenizer\", \"model\" (config.json fields) and \"train\"")
+          ->required()->check(CLI::ExistingFile);
+      sub.add_option("--data", o->data, "data directory: <domain>/train.txt and <domain>/valid.txt")->required();
+      sub.add_option("--out", o->out, "run directory (tokenizer, checkpoints, metrics.jsonl, model/)")->required();
+      sub.add_option("--steps", o->steps, "override the config's total number of steps");
+      sub.add_option("--stop-after", o->stop_after, "checkpoint and stop after this many steps of this run");
+      return [o]() {
+        std::ifstream in(o->config);
+        nlohmann::json cfg;
+        try {
+          cfg = nlohmann::json::parse(in);
+        } catch (const std::exception& e) {
+          throw koff::Error(fmt::format("{}: not valid JSON: {}", o->config, e.what()));
+        }
+        for (const char* key : {"model", "train"})
+          if (!cfg.contains(key)) throw koff::Error(fmt::format("{}: missing \"{}\" object", o->config, key));
+        koff::nn::PretrainJob job;
+        job.model = cfg.at("model");
+        job.tokenizer = koff::nn::TokenizerSettings::from_json(cfg.value("tokenizer", nlohmann::json::object()));
+        job.train = koff::nn::PretrainSettings::from_json(cfg.at("train"));
+        if (o->steps > 0) job.train.steps = o->steps;
+        job.data_dir = o->data;
+        job.out_dir = o->out;
+        job.stop_after = o->stop_after;
+        job.interrupt = &g_interrupt;
+        std::signal(SIGINT, on_signal);
+        std::signal(SIGTERM, on_signal);
+        koff::cli::Progress progress;
+        job.progress = [&](const koff::nn::PretrainReport& r) {
+          if (!r.message.empty()) return progress.note(r.message);
+          const double eta = r.tokens_per_second > 0 ? static_cast<double>(r.steps - r.step) * job.train.batch *
+                                                           job.train.seq / r.tokens_per_second
+                                                     : -1;
+          if (r.step % job.train.log_every == 0 || r.step == r.steps)
+            progress.report(fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | grad {:.2f} | {:.0f} tok/s | ETA {}",
+                                        r.step, r.steps, r.loss, r.lr, r.grad_norm, r.tokens_per_second,
+                                        koff::cli::format_duration(eta)));
+        };
+        auto ppl = koff::nn::pretrain(job);
+        progress.finish();
+        if (!ppl.empty()) {
+          fmt::print("valid perplexity of {}/model:\n", o->out);
+          for (const auto& [name, p] : ppl) fmt::print("  {:<8} {:8.2f}\n", name, p);
+        }
+        return 0;
+      };
+    }});
+
+}  // namespace

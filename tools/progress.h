@@ -1,0 +1,47 @@
+// Progress output for long commands: one line per report, rewritten in place on a terminal.
+#pragma once
+
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+namespace koff::cli {
+
+inline std::string format_duration(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e8) return "?";
+  const long s = static_cast<long>(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}h{:02d}m", s / 3600, (s / 60) % 60);
+  if (s >= 60) return fmt::format("{}m{:02d}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+class Progress {
+ public:
+  Progress() : tty_(isatty(fileno(stderr))), start_(std::chrono::steady_clock::now()) {}
+  double elapsed() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+  // On a terminal the line is redrawn; in a log each report is its own line.
+  void report(const std::string& line) {
+    if (tty_) fmt::print(stderr, "\r\033[K{}", line);
+    else fmt::print(stderr, "{}\n", line);
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (tty_) fmt::print(stderr, "\n");
+  }
+  // A message that must stay (checkpoint saved, eval results): ends the redrawn line first.
+  void note(const std::string& line) {
+    fmt::print(stderr, "{}{}\n", tty_ ? "\r\033[K" : "", line);
+    std::fflush(stderr);
+  }
+
+ private:
+  bool tty_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace koff::cli
