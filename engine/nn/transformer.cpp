@@ -1,6 +1,7 @@
 #include "engine/nn/transformer.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include "engine/io/safetensors.h"
 #include "engine/tensor/random.h"
@@ -37,6 +38,17 @@ Variable& Layer::proj(Proj p) {
 
 namespace {
 
+// [B, T, G, hd] -> [B, T, H, hd], query head h taking KV head head_group[h]. Inference only.
+Variable expand_groups(const Variable& x, const std::vector<int64_t>& head_group) {
+  if (!x.defined()) return x;
+  KOFF_CHECK(!x.requires_grad(), "a pruned layer with unequal KV groups is for inference: no gradient through it");
+  const Tensor& t = x.data();
+  const int64_t H = static_cast<int64_t>(head_group.size());
+  Tensor out = Tensor::empty({t.size(0), t.size(1), H, t.size(3)}, t.dtype(), t.device());
+  for (int64_t h = 0; h < H; ++h) out.slice(2, h, h + 1).copy_(t.slice(2, head_group[h], head_group[h] + 1));
+  return Variable(out);
+}
+
 Variable param(const Shape& shape, DType dtype, std::string name) {
   return Variable(Tensor::zeros(shape, dtype), false, std::move(name));
 }
@@ -50,15 +62,17 @@ Transformer::Transformer(const io::ModelConfig& config, DType dtype) : config_(c
   if (!config.tie_word_embeddings) lm_head_ = param({V, d}, dtype, "lm_head.weight");
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     const io::LayerWidths w = config.layer(i);
-    // The attention kernel pairs query head h with KV head h / (H/G): groups must be equal in size.
-    for (int64_t n : w.heads_per_kv_group)
-      KOFF_CHECK(n == w.heads_per_kv_group.front(), "layer {}: KV groups keep unequal numbers of query heads ({} and {}); "
-                 "this engine's attention needs equal groups", i, w.heads_per_kv_group.front(), n);
     const std::string p = fmt::format("model.layers.{}.", i);
     Layer L;
     L.n_heads = w.num_attention_heads();
     L.n_kv_heads = w.num_key_value_heads();
     L.n_ff = w.intermediate_size;
+    bool even = true;
+    for (int64_t n : w.heads_per_kv_group) even = even && n == w.heads_per_kv_group.front();
+    if (!even) {
+      for (size_t g = 0; g < w.heads_per_kv_group.size(); ++g)
+        for (int64_t k = 0; k < w.heads_per_kv_group[g]; ++k) L.head_group.push_back(static_cast<int64_t>(g));
+    }
     L.input_norm = param({d}, dtype, p + "input_layernorm.weight");
     L.post_norm = param({d}, dtype, p + "post_attention_layernorm.weight");
     L.wq = param({L.n_heads * hd, d}, dtype, p + "self_attn.q_proj.weight");
@@ -137,6 +151,7 @@ Transformer Transformer::load(const std::string& dir, DType dtype) {
 }
 
 void Transformer::save(const std::string& dir, DType dtype) const {
+  std::filesystem::create_directories(dir);
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const auto& [name, v] : named_parameters()) tensors.emplace_back(name, v.data().to(dtype));
   io::save_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
@@ -156,15 +171,35 @@ KvCache Transformer::make_cache(int64_t batch, int64_t capacity) const {
 Variable Transformer::block(int64_t index, const Variable& h, const ops::RopeTables& rope, const LayerHooks* hooks,
                             KvCache* cache) const {
   const Layer& L = layers_[static_cast<size_t>(index)];
-  const int64_t B = h.shape()[0], T = h.shape()[1], hd = config_.head_dim;
   const double eps = config_.rms_norm_eps;
   auto project = [&](Proj p, const Variable& x, const Variable& w, const Variable& b) {
     Variable y = ag::linear(x, w, b);
     return hooks && hooks->adapt ? hooks->adapt(p, x, y) : y;
   };
 
-  // --- attention ---
+  // --- attention --- (a layer whose heads were all pruned keeps only its o_proj bias)
   Variable x = ag::rmsnorm(h, L.input_norm, eps);
+  Variable h1 = h;
+  if (L.n_heads > 0) h1 = ag::add(h, attention_block(index, x, rope, hooks, cache));
+  else if (L.bo.defined()) h1 = ag::add_bias(h, L.bo);
+
+  // --- MLP --- (likewise for a layer whose neurons were all pruned)
+  if (L.n_ff == 0) return L.b_down.defined() ? ag::add_bias(h1, L.b_down) : h1;
+  Variable x2 = ag::rmsnorm(h1, L.post_norm, eps);
+  Variable m = ag::swiglu(project(Proj::gate, x2, L.w_gate, L.b_gate), project(Proj::up, x2, L.w_up, L.b_up));
+  if (hooks && hooks->neuron_gate.defined()) m = ag::mul_groups(m, hooks->neuron_gate, 1);
+  return ag::add(h1, project(Proj::down, m, L.w_down, L.b_down));
+}
+
+Variable Transformer::attention_block(int64_t index, const Variable& x, const ops::RopeTables& rope,
+                                      const LayerHooks* hooks, KvCache* cache) const {
+  const Layer& L = layers_[static_cast<size_t>(index)];
+  const int64_t B = x.shape()[0], T = x.shape()[1], hd = config_.head_dim;
+  const double eps = config_.rms_norm_eps;
+  auto project = [&](Proj p, const Variable& in, const Variable& w, const Variable& b) {
+    Variable y = ag::linear(in, w, b);
+    return hooks && hooks->adapt ? hooks->adapt(p, in, y) : y;
+  };
   Variable q = ag::reshape(project(Proj::q, x, L.wq, L.bq), {B, T, L.n_heads, hd});
   Variable k = ag::reshape(project(Proj::k, x, L.wk, L.bk), {B, T, L.n_kv_heads, hd});
   Variable v = ag::reshape(project(Proj::v, x, L.wv, L.bv), {B, T, L.n_kv_heads, hd});
@@ -188,16 +223,13 @@ Variable Transformer::block(int64_t index, const Variable& h, const ops::RopeTab
     v = Variable(cv.slice(1, 0, start + T).contiguous());
   }
   Variable mem_k = hooks ? hooks->mem_k : Variable(), mem_v = hooks ? hooks->mem_v : Variable();
+  if (!L.head_group.empty()) {
+    k = expand_groups(k, L.head_group), v = expand_groups(v, L.head_group);
+    mem_k = expand_groups(mem_k, L.head_group), mem_v = expand_groups(mem_v, L.head_group);
+  }
   Variable a = ag::attention(q, k, v, mem_k, mem_v, 1.0 / std::sqrt(static_cast<double>(hd)), true);
   if (hooks && hooks->head_gate.defined()) a = ag::mul_groups(a, hooks->head_gate, hd);
-  Variable attn_out = project(Proj::o, ag::reshape(a, {B, T, L.n_heads * hd}), L.wo, L.bo);
-  Variable h1 = ag::add(h, attn_out);
-
-  // --- MLP ---
-  Variable x2 = ag::rmsnorm(h1, L.post_norm, eps);
-  Variable m = ag::swiglu(project(Proj::gate, x2, L.w_gate, L.b_gate), project(Proj::up, x2, L.w_up, L.b_up));
-  if (hooks && hooks->neuron_gate.defined()) m = ag::mul_groups(m, hooks->neuron_gate, 1);
-  return ag::add(h1, project(Proj::down, m, L.w_down, L.b_down));
+  return project(Proj::o, ag::reshape(a, {B, T, L.n_heads * hd}), L.wo, L.bo);
 }
 
 Variable Transformer::hidden(const Tensor& ids, const ForwardOptions& options) const {

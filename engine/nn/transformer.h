@@ -29,6 +29,9 @@ const char* proj_name(Proj p);  // "q_proj", ..., "down_proj"
 
 struct Layer {
   int64_t n_heads = 0, n_kv_heads = 0, n_ff = 0;
+  // Query head -> KV head, only when a pruned layer's KV groups keep unequal numbers of heads (the
+  // attention kernel assumes equal groups; such layers expand K/V to one head per query head).
+  std::vector<int64_t> head_group;
   Variable input_norm, post_norm;
   Variable wq, wk, wv, wo, bq, bk, bv, bo;  // biases undefined unless the family has them
   Variable q_norm, k_norm;              // Qwen 3 only
@@ -97,6 +100,8 @@ class Transformer {
  private:
   Variable block(int64_t index, const Variable& h, const ops::RopeTables& rope, const LayerHooks* hooks,
                  KvCache* cache) const;
+  Variable attention_block(int64_t index, const Variable& x, const ops::RopeTables& rope, const LayerHooks* hooks,
+                           KvCache* cache) const;
 
   io::ModelConfig config_;
   DType dtype_ = DType::f32;

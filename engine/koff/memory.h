@@ -1,0 +1,85 @@
+// Per-domain memories (KOFF_METHOD.md section 5): LoRA adapters and KV memories, one set per domain.
+//
+// Parameters live in per-domain tables so that a batch mixing domains routes each sequence to its
+// own memory with a gather (the embedding op, whose backward scatter-adds into the right domain):
+//   LoRA on projection W of layer l:  A_table [D, r*in], B_table [D, out*r]
+//       y = W x + (alpha/r) * B_d (A_d x),  A Kaiming-uniform (bound 1/sqrt(in)), B = 0
+//   KV memory of layer l:  K_table, V_table [D, m*G*hd]  ->  mem_k/mem_v [B, m, G, hd]
+// Memory keys are position-free: they are used as given, in the rotated (post-RoPE, post-k-norm)
+// space of the real keys, and every query sees them.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/io/safetensors.h"
+#include "engine/nn/transformer.h"
+
+namespace koff::offload {
+
+using autograd::Variable;
+using nn::Proj;
+
+struct MemoryConfig {
+  bool lora = true;
+  bool kv = true;
+  int64_t rank = 8;
+  double alpha = 16;
+  std::vector<Proj> targets = {Proj::q, Proj::k, Proj::v, Proj::o, Proj::gate, Proj::up, Proj::down};
+  int64_t slots = 16;               // m, memory slots per layer and KV head
+  std::string kv_init = "text";     // "text": the frozen model's own keys/values of a domain text; "random": N(0, 0.02)
+  nlohmann::json to_json() const;
+  static MemoryConfig from_json(const nlohmann::json& j);
+};
+
+Proj proj_from_name(const std::string& name);  // "q", "q_proj", ... -> Proj
+
+class MemoryBank {
+ public:
+  MemoryBank() = default;
+  // Allocates the tables of D domains for `model`'s shapes and initialises them (LoRA A uniform,
+  // B zero; KV random N(0, 0.02), see init_kv_from_text).
+  MemoryBank(const nn::Transformer& model, const MemoryConfig& config, std::vector<std::string> domains, uint64_t seed);
+
+  // kv_init "text": for each domain, run the frozen model over `slots` consecutive tokens of its
+  // text (from a random offset drawn with `seed`) and copy the keys/values it computes.
+  void init_kv_from_text(const nn::Transformer& model, const std::vector<std::vector<int32_t>>& streams, uint64_t seed);
+
+  const MemoryConfig& config() const { return config_; }
+  const std::vector<std::string>& domains() const { return domains_; }
+  int64_t kv_heads() const { return kv_heads_; }  // of the base model the bank was made for
+  int64_t domain_index(const std::string& name) const;  // error naming the domain when unknown
+  std::vector<Variable> lora_parameters() const;
+  std::vector<Variable> kv_parameters() const;
+
+  // Layer hooks for a batch whose sequence b belongs to domain domain_ids[b] (i64 [B]); gates
+  // (z per layer) are added when given.
+  std::vector<nn::LayerHooks> hooks(const Tensor& domain_ids, const std::vector<Variable>* head_gates = nullptr,
+                                    const std::vector<Variable>* neuron_gates = nullptr) const;
+
+  // All tensors of the bank (for checkpoints), and their restore.
+  io::NamedTensors state() const;
+  void load_state(const std::function<Tensor(const std::string&)>& get);
+
+  // One domain's memory as the tensors of memory.safetensors: "layers.{l}.{proj}.lora_A" [r, in],
+  // "...lora_B" [out, r], "layers.{l}.kv_keys" / "kv_values" [m, G, hd].
+  io::NamedTensors domain_tensors(int64_t domain) const;
+
+  struct LayerTables {
+    std::map<Proj, Variable> lora_a, lora_b;  // [D, r*in], [D, out*r]
+    Variable kv_k, kv_v;                      // [D, m*G*hd]
+    std::map<Proj, std::pair<int64_t, int64_t>> io;  // proj -> (in, out)
+  };
+  std::vector<LayerTables>& layers() { return layers_; }
+  const std::vector<LayerTables>& layers() const { return layers_; }
+
+ private:
+  MemoryConfig config_;
+  std::vector<std::string> domains_;
+  int64_t kv_heads_ = 0, head_dim_ = 0;
+  std::vector<LayerTables> layers_;
+};
+
+}  // namespace koff::offload

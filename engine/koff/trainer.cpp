@@ -1,0 +1,256 @@
+#include "engine/koff/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/io/atomic_file.h"
+
+namespace koff::offload {
+
+namespace ag = autograd;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+json OffloadSettings::to_json() const {
+  return {{"target", target}, {"steps", steps}, {"batch", batch}, {"seq", seq}, {"accum", accum},
+          {"warmup_frac", warmup_frac}, {"lr_gates", lr_gates}, {"lr_lambda", lr_lambda}, {"lr_memory", lr_memory},
+          {"memory_warmup_frac", memory_warmup_frac}, {"init_log_alpha", init_log_alpha}, {"seed", seed},
+          {"log_every", log_every}, {"checkpoint_every", checkpoint_every}, {"recovery_steps", recovery_steps},
+          {"memory", memory.to_json()}};
+}
+
+OffloadSettings OffloadSettings::from_json(const json& j) {
+  OffloadSettings s;
+  auto get = [&](const char* k, auto& v) {
+    if (j.contains(k)) v = j.at(k).get<std::remove_reference_t<decltype(v)>>();
+  };
+  get("target", s.target), get("steps", s.steps), get("batch", s.batch), get("seq", s.seq), get("accum", s.accum);
+  get("warmup_frac", s.warmup_frac), get("lr_gates", s.lr_gates), get("lr_lambda", s.lr_lambda);
+  get("lr_memory", s.lr_memory), get("memory_warmup_frac", s.memory_warmup_frac);
+  get("init_log_alpha", s.init_log_alpha), get("seed", s.seed), get("log_every", s.log_every);
+  get("checkpoint_every", s.checkpoint_every), get("recovery_steps", s.recovery_steps);
+  if (j.contains("memory")) s.memory = MemoryConfig::from_json(j.at("memory"));
+  return s;
+}
+
+OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::string> domains,
+                               std::vector<std::vector<int32_t>> streams, OffloadSettings settings, std::string run_dir)
+    : base_(base), domains_(std::move(domains)), streams_(std::move(streams)), settings_(std::move(settings)),
+      run_dir_(std::move(run_dir)) {
+  const OffloadSettings& s = settings_;
+  KOFF_CHECK(s.target >= 0 && s.target < 1, "--target must be in [0, 1), got {}", s.target);
+  KOFF_CHECK(s.steps > 0 && s.batch > 0 && s.seq > 1 && s.accum > 0, "steps, batch, accum must be positive, seq > 1");
+  KOFF_CHECK(domains_.size() == streams_.size() && !domains_.empty(), "{} domains but {} token streams",
+             domains_.size(), streams_.size());
+  for (size_t d = 0; d < streams_.size(); ++d)
+    KOFF_CHECK(static_cast<int64_t>(streams_[d].size()) > s.seq + 1,
+               "domain '{}' has {} training tokens, too few for windows of {}", domains_[d], streams_[d].size(), s.seq + 1);
+  gates_ = HardConcreteGates(unit_costs(base.config()), s.init_log_alpha, base.embed().dtype());
+  lambda1_ = ag::Variable(Tensor::zeros({}, base.embed().dtype()), true, "lambda1");
+  lambda2_ = ag::Variable(Tensor::zeros({}, base.embed().dtype()), true, "lambda2");
+  opt_.add_group("gates", gates_.parameters(), {s.lr_gates, 0.9, 0.999, 1e-8, 0.0});
+  // Gradient ascent on the multipliers: a negative learning rate.
+  opt_.add_group("lambda", {lambda1_, lambda2_}, {-s.lr_lambda, 0.9, 0.999, 1e-8, 0.0});
+  if (s.has_memory()) {
+    bank_ = std::make_unique<MemoryBank>(base, s.memory, domains_, s.seed);
+    if (s.memory.kv && s.memory.kv_init == "text") bank_->init_kv_from_text(base, streams_, s.seed);
+    else KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random",
+                    "--kv-init must be text or random, got '{}'", s.memory.kv_init);
+    std::vector<ag::Variable> mem = bank_->lora_parameters(), kv = bank_->kv_parameters();
+    mem.insert(mem.end(), kv.begin(), kv.end());
+    opt_.add_group("memory", mem, {s.lr_memory, 0.9, 0.999, 1e-8, 0.0});
+    recovery_opt_.add_group("memory", mem, {s.lr_memory, 0.9, 0.999, 1e-8, 0.0});
+  }
+}
+
+double OffloadTrainer::memory_lr_scale(int64_t step, int64_t total) const {
+  const int64_t warm = std::max<int64_t>(1, static_cast<int64_t>(settings_.memory_warmup_frac * total));
+  if (step < warm) return static_cast<double>(step + 1) / static_cast<double>(warm);
+  const double progress = static_cast<double>(step - warm) / static_cast<double>(std::max<int64_t>(total - warm, 1));
+  return 0.1 + 0.9 * 0.5 * (1 + std::cos(3.141592653589793 * std::min(progress, 1.0)));  // cosine to 10%
+}
+
+double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out) {
+  const OffloadSettings& s = settings_;
+  const int64_t D = static_cast<int64_t>(domains_.size()), B = s.batch, T = s.seq;
+  HardConcreteGates::Sample z;
+  if (recovery) z = {fixed_heads_, fixed_neurons_};
+  else z = gates_.sample(s.seed, step);
+  const double normaliser = static_cast<double>(B * T * s.accum);  // every position has a target
+  double loss_sum = 0;
+  for (int64_t a = 0; a < s.accum; ++a) {
+    Tensor ids = Tensor::empty({B, T}, DType::i64), targets = Tensor::empty({B, T}, DType::i64);
+    Tensor domain_ids = Tensor::empty({B}, DType::i64);
+    for (int64_t i = 0; i < B; ++i) {
+      const uint64_t j = static_cast<uint64_t>((step * s.accum + a) * B + i);  // global sequence index
+      const int64_t d = static_cast<int64_t>(j % static_cast<uint64_t>(D));
+      const auto& stream = streams_[static_cast<size_t>(d)];
+      const Philox rng(s.seed, 0xDA7A0000ull + static_cast<uint64_t>(d));
+      const int64_t start = static_cast<int64_t>(rng.bits(j) % static_cast<uint64_t>(stream.size() - static_cast<size_t>(T) - 1));
+      domain_ids.data<int64_t>()[i] = d;
+      for (int64_t t = 0; t < T; ++t) {
+        ids.data<int64_t>()[i * T + t] = stream[static_cast<size_t>(start + t)];
+        targets.data<int64_t>()[i * T + t] = stream[static_cast<size_t>(start + t + 1)];
+      }
+    }
+    std::vector<nn::LayerHooks> hooks;
+    if (bank_) {
+      hooks = bank_->hooks(domain_ids, &z.heads, &z.neurons);
+    } else {
+      hooks.resize(z.heads.size());
+      for (size_t l = 0; l < hooks.size(); ++l) hooks[l].head_gate = z.heads[l], hooks[l].neuron_gate = z.neurons[l];
+    }
+    nn::ForwardOptions fo;
+    fo.hooks = &hooks;
+    ag::Variable loss = base_.loss(ids, targets, fo, normaliser);
+    loss_sum += loss.data().item();
+    if (loss.requires_grad()) loss.backward();
+  }
+  KOFF_CHECK(std::isfinite(loss_sum), "{} loss is {} at step {}: stopping; the last good checkpoint in {}/ckpt is kept",
+             recovery ? "recovery" : "training", loss_sum, step, run_dir_);
+
+  if (!recovery) {
+    // Sparsity control: lambda1 (s_hat - t) + lambda2 (s_hat - t)^2, t on its linear ramp.
+    const double ramp = std::max(1.0, s.warmup_frac * static_cast<double>(s.steps));
+    const double t = s.target * std::min(1.0, static_cast<double>(step) / ramp);
+    ag::Variable s_hat = gates_.expected_sparsity();
+    ag::Variable diff = ag::sub(s_hat, ag::Variable(Tensor::full({}, t, s_hat.dtype())));
+    ag::Variable lag = ag::add(ag::mul(lambda1_, diff), ag::mul(lambda2_, ag::mul(diff, diff)));
+    lag.backward();
+    if (s_hat_out) *s_hat_out = s_hat.data().item();
+    opt_.step({1.0, 1.0, memory_lr_scale(step, s.steps)});
+    opt_.zero_grad();
+  } else {
+    recovery_opt_.step({memory_lr_scale(step - s.steps, s.recovery_steps)});
+    recovery_opt_.zero_grad();
+  }
+  return loss_sum;
+}
+
+void OffloadTrainer::save_checkpoint(int64_t step, const std::string& phase) {
+  const fs::path root = fs::path(run_dir_) / "ckpt";
+  fs::create_directories(root);
+  const fs::path dir = root / fmt::format("step-{}", step), tmp = root / fmt::format("step-{}.tmp", step);
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  io::NamedTensors t;
+  for (const auto& v : gates_.parameters()) t.emplace_back(v.name(), v.data());
+  t.emplace_back("lambda1", lambda1_.data());
+  t.emplace_back("lambda2", lambda2_.data());
+  if (bank_)
+    for (auto& [n, v] : bank_->state()) t.emplace_back(n, v);
+  for (auto& [n, v] : opt_.state()) t.emplace_back("adam." + n, v);
+  for (auto& [n, v] : recovery_opt_.state()) t.emplace_back("adam_recovery." + n, v);
+  io::save_safetensors(tmp / "state.safetensors", t);
+  json st = {{"step", step}, {"phase", phase}, {"optimizer_steps", opt_.step_count()},
+             {"recovery_optimizer_steps", recovery_opt_.step_count()}, {"settings", settings_.to_json()}};
+  io::write_file_atomic(tmp / "state.json", st.dump(2));
+  fs::remove_all(dir);
+  fs::rename(tmp, dir);
+  io::write_file_atomic(root / "latest", dir.filename().string() + "\n");
+  std::vector<std::pair<int64_t, fs::path>> all;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos)
+      all.emplace_back(std::stoll(n.substr(5)), e.path());
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + 2 < all.size(); ++i) fs::remove_all(all[i].second);
+}
+
+bool OffloadTrainer::load_checkpoint(int64_t* step, std::string* phase) {
+  const fs::path root = fs::path(run_dir_) / "ckpt";
+  if (!fs::exists(root / "latest")) return false;
+  std::ifstream in(root / "latest");
+  std::string name;
+  std::getline(in, name);
+  const fs::path dir = root / name;
+  std::ifstream sj(dir / "state.json");
+  KOFF_CHECK(sj.good(), "checkpoint {} is incomplete (no state.json)", dir.string());
+  json st = json::parse(sj);
+  KOFF_CHECK(st.at("settings") == settings_.to_json(),
+             "{}: the checkpoint was made with other settings; use a fresh --out or the same settings", dir.string());
+  io::SafetensorsFile f(dir / "state.safetensors");
+  const DType dt = base_.embed().dtype();
+  for (auto v : gates_.parameters()) v.mutable_data().copy_(f.load(v.name(), dt));
+  lambda1_.mutable_data().copy_(f.load("lambda1", dt));
+  lambda2_.mutable_data().copy_(f.load("lambda2", dt));
+  if (bank_) bank_->load_state([&](const std::string& n) { return f.load(n, dt); });
+  opt_.load_state([&](const std::string& n) { return f.load("adam." + n, dt); }, st.at("optimizer_steps"));
+  recovery_opt_.load_state([&](const std::string& n) { return f.load("adam_recovery." + n, dt); },
+                           st.at("recovery_optimizer_steps"));
+  *step = st.at("step");
+  *phase = st.at("phase");
+  return true;
+}
+
+bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress, const std::atomic<bool>* interrupt) {
+  const OffloadSettings& s = settings_;
+  fs::create_directories(run_dir_);
+  int64_t step = 0;
+  std::string phase = "mask";
+  auto note = [&](const std::string& m) {
+    if (progress) progress({phase, step, s.steps, 0, 0, 0, 0, 0, 0, 0, m});
+  };
+  if (load_checkpoint(&step, &phase)) note(fmt::format("resumed {} at step {}", run_dir_, step));
+  std::ofstream metrics(fs::path(run_dir_) / "metrics.jsonl", std::ios::app);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t first = step;
+  const int64_t tokens_per_step = s.batch * s.seq * s.accum;
+  auto report = [&](double loss, double s_hat) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    StepReport r{phase, step, phase == "mask" ? s.steps : s.steps + s.recovery_steps, loss, s_hat,
+                 s.target * std::min(1.0, static_cast<double>(step) / std::max(1.0, s.warmup_frac * s.steps)),
+                 lambda1_.data().item(), lambda2_.data().item(),
+                 static_cast<double>((step - first) * tokens_per_step) / std::max(secs, 1e-9), secs, ""};
+    if (step % s.log_every == 0 || step == r.steps) {
+      metrics << json{{"phase", phase}, {"step", step}, {"loss", loss}, {"expected_sparsity", s_hat},
+                      {"target", r.target}, {"lambda1", r.lambda1}, {"lambda2", r.lambda2},
+                      {"tokens_per_s", r.tokens_per_second}}.dump() << "\n";
+      metrics.flush();
+    }
+    if (progress) progress(r);
+  };
+  auto stop_requested = [&] { return interrupt && interrupt->load(); };
+
+  while (phase == "mask" && step < s.steps) {
+    double s_hat = 0;
+    const double loss = train_step(step, false, &s_hat);
+    ++step;
+    report(loss, s_hat);
+    if (step % s.checkpoint_every == 0 || step == s.steps || stop_requested()) save_checkpoint(step, phase);
+    if (stop_requested()) return false;
+  }
+  mask_ = final_mask(gates_, s.target);
+  fixed_heads_.clear(), fixed_neurons_.clear();
+  for (const Tensor& z : mask_.z_heads) fixed_heads_.emplace_back(z.to(base_.embed().dtype()));
+  for (const Tensor& z : mask_.z_neurons) fixed_neurons_.emplace_back(z.to(base_.embed().dtype()));
+  if (phase == "mask") {
+    note(fmt::format("final mask: {:.2f}% of the prunable size removed (target {:.2f}%)", 100 * mask_.sparsity(),
+                     100 * s.target));
+    phase = "recovery";
+  }
+  while (bank_ && step < s.steps + s.recovery_steps) {
+    const double loss = train_step(step, true, nullptr);
+    ++step;
+    report(loss, mask_.sparsity());
+    if (step % s.checkpoint_every == 0 || step == s.steps + s.recovery_steps || stop_requested())
+      save_checkpoint(step, phase);
+    if (stop_requested()) return false;
+  }
+  return true;
+}
+
+std::vector<nn::LayerHooks> OffloadTrainer::eval_hooks(int64_t domain, bool without_memory) const {
+  KOFF_CHECK(!fixed_heads_.empty(), "eval_hooks before the final mask exists (run() first)");
+  if (bank_ && !without_memory) {
+    return bank_->hooks(Tensor::from_vector<int64_t>({domain}, {1}), &fixed_heads_, &fixed_neurons_);
+  }
+  std::vector<nn::LayerHooks> hooks(fixed_heads_.size());
+  for (size_t l = 0; l < hooks.size(); ++l) hooks[l].head_gate = fixed_heads_[l], hooks[l].neuron_gate = fixed_neurons_[l];
+  return hooks;
+}
+
+}  // namespace koff::offload

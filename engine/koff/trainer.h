@@ -1,0 +1,87 @@
+// Joint training of the mask and the memories (KOFF_METHOD.md sections 4 and 6).
+//
+// A step: one gate sample z ~ hard-concrete(log_alpha) keyed by (seed, step); a batch that cycles
+// through the domains (sequence j of the step belongs to domain (step*B + j) mod D, so every step
+// sees every domain equally), each sequence routed to its own domain's memory;
+//   L = sum of token cross-entropies / (true token count of the accumulated batch)
+//     + lambda1 (s_hat - t) + lambda2 (s_hat - t)^2,   t ramping linearly from 0 over warmup_frac
+// minimised in log_alpha and the memories, maximised in the lambdas (AdamW with a negative lr).
+// Parameter groups: log_alpha lr 0.1, lambdas lr 0.1 (ascent), memories lr 1e-3 with linear warmup
+// and cosine decay; no weight decay.
+//
+// Everything a step depends on is a function of (seed, step) or saved in the checkpoint (gates,
+// lambdas, memories, AdamW state, step), so an interrupted run resumed gives bit-identical results.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/koff/gates.h"
+#include "engine/koff/memory.h"
+#include "engine/nn/optim.h"
+
+namespace koff::offload {
+
+struct OffloadSettings {
+  double target = 0.12;
+  int64_t steps = 200, batch = 6, seq = 128, accum = 1;
+  double warmup_frac = 0.2;  // target ramp
+  double lr_gates = 0.1, lr_lambda = 0.1, lr_memory = 1e-3, memory_warmup_frac = 0.05;
+  double init_log_alpha = 3.0;
+  uint64_t seed = 1;
+  int64_t log_every = 10, checkpoint_every = 50, recovery_steps = 0;
+  MemoryConfig memory;  // memory.lora = memory.kv = false: prune-only
+  bool has_memory() const { return memory.lora || memory.kv; }
+  nlohmann::json to_json() const;
+  static OffloadSettings from_json(const nlohmann::json& j);
+};
+
+struct StepReport {
+  std::string phase;  // "mask" or "recovery"
+  int64_t step = 0, steps = 0;
+  double loss = 0, expected_sparsity = 0, target = 0, lambda1 = 0, lambda2 = 0, tokens_per_second = 0, elapsed = 0;
+  std::string message;  // non-empty for notes
+};
+
+class OffloadTrainer {
+ public:
+  // streams[d] is domain d's training token stream. run_dir receives ckpt/ and metrics.jsonl.
+  OffloadTrainer(const nn::Transformer& base, std::vector<std::string> domains,
+                 std::vector<std::vector<int32_t>> streams, OffloadSettings settings, std::string run_dir);
+
+  // Trains (resuming from run_dir/ckpt when present) the mask and memories, then computes the final
+  // mask and runs the recovery steps. Returns false when interrupted (a checkpoint was saved).
+  bool run(const std::function<void(const StepReport&)>& progress = {}, const std::atomic<bool>* interrupt = nullptr);
+
+  const FinalMask& mask() const { return mask_; }
+  const HardConcreteGates& gates() const { return gates_; }
+  const MemoryBank* bank() const { return bank_.get(); }
+  const OffloadSettings& settings() const { return settings_; }
+
+  // Layer hooks for evaluating domain d with the final mask (and its memory, unless without_memory).
+  std::vector<nn::LayerHooks> eval_hooks(int64_t domain, bool without_memory = false) const;
+
+ private:
+  double train_step(int64_t step, bool recovery, double* s_hat_out);
+  void save_checkpoint(int64_t step, const std::string& phase);
+  bool load_checkpoint(int64_t* step, std::string* phase);
+  double memory_lr_scale(int64_t step, int64_t total) const;
+
+  const nn::Transformer& base_;
+  std::vector<std::string> domains_;
+  std::vector<std::vector<int32_t>> streams_;
+  OffloadSettings settings_;
+  std::string run_dir_;
+  HardConcreteGates gates_;
+  std::unique_ptr<MemoryBank> bank_;
+  autograd::Variable lambda1_, lambda2_;
+  nn::AdamW opt_;              // groups: gates, lambda, memory
+  nn::AdamW recovery_opt_;     // memory only
+  FinalMask mask_;
+  std::vector<autograd::Variable> fixed_heads_, fixed_neurons_;  // the final mask as constants
+};
+
+}  // namespace koff::offload
