@@ -1,7 +1,51 @@
+// CPU attention kernels: query tiles, small OpenBLAS GEMMs in between, vectorised softmax steps.
+//
+// Math (query row i of head h, KV group g = h / (H/G), key list [m memory slots ; real keys
+// 0 .. n_i - 1], n_i = clamp(i + Tk - Tq + 1, 0, Tk) when causal, Tk otherwise):
+//   s_j = scale q_i . k_j,  lse_i = log sum_j exp(s_j),  out_i = sum_j exp(s_j - lse_i) v_j
+// Backward, with p_ij = exp(s_ij - lse_i) recomputed from the saved lse and D_i = dout_i . out_i:
+//   dp = dout V^T,  ds = p (dp - D),  dq = scale ds K,  dk += scale ds^T q,  dv += p^T dout
+//
+// Layout: q/out/dq/dout [B, Tq, H, hd], k/v/dk/dv [B, Tk, G, hd], mem_*/dmem_* [B, m, G, hd], lse
+// [B, Tq, H]. The keys/values of group g are read in place as [rows, hd] matrices with leading
+// dimension G*hd (memory slots and real keys are separate arrays, so every product with K or V is two
+// GEMMs: the m slot columns, then the real-key columns); dk/dv/dmem are accumulated in place the same way.
+//
+// Tiling: a tile is np consecutive query positions [i0, i0 + np) of one (b, g) with all rep = H/G query
+// heads of the group stacked, rows r = p * rep + hr (about kTileRows rows: np = kTileRows / rep, fewer
+// when m + Tk is very long, see tile_rows). The group's heads are adjacent in q/out/dq/dout, so the
+// tile's Q, dO are gathered (and O, dQ scattered) as np contiguous blocks of rep*hd; stacking the heads
+// makes the GEMMs taller (K^T/V packed once for all of them) and the causal waste per tile smaller.
+// A tile scores only the m slots and the first n_{i0+np-1} real keys (the most any of its rows sees;
+// n_i grows with i): S [rows, m + n_{i0+np-1}] in a per-thread scratch of [rows, m + Tk] (row length
+// padded to kPad). Each row then masks its own columns >= m + n_i with -inf, i.e. p = 0. There is no
+// [Tq, Tk] matrix anywhere.
+//   forward:  S = scale Q K^T -> per row mx = max s, p = exp(s - mx), l = sum p
+//             -> O = P V -> out_i = O_i / l_i, lse_i = mx + log l_i
+//   backward: S = scale Q K^T, dP = dO V^T -> P = exp(S - lse), dS = P (dP - D)
+//             -> dV += P^T dO, dK += scale dS^T Q, dQ = scale dS K
+// A row that sees no key (m = 0 and n_i = 0), or whose scores are all -inf, gets out = 0 and
+// lse = -inf; in backward a row with lse = -inf contributes nothing and gets dq = 0. (Masked columns
+// enter the GEMMs with p = 0, so a non-finite key or value seen by a later row of the same tile can
+// turn an earlier row's 0 * inf into NaN; with finite inputs masked keys contribute exactly nothing.)
+//
+// Probabilities below the smallest normal number are set to 0 (exp_flush: e^x for x < -87 in float,
+// p < DBL_MIN in double): they contribute nothing measurable and subnormal arithmetic crawls.
+// float uses a vectorisable exp (Cephes polynomial, about 1 ulp); double keeps std::exp, so the f64
+// path stays within rounding of a naive reference for the finite-difference gradient checks.
+//
+// Parallelism: OpenMP over work items; the GEMMs run inside the parallel region, where the OpenMP
+// build of OpenBLAS uses one thread. Forward items are (b, g, query tile). Backward items are (b, g)
+// pairs: every query head of a group adds into the same dk/dv/dmem rows, and owning the whole group in
+// one task makes those sums race-free and deterministic.
 #include "engine/cpu/attention.h"
 
+#include <cblas.h>
+
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -11,36 +55,280 @@ namespace koff::cpu {
 
 namespace {
 
-constexpr int64_t kBlock = 64;
+constexpr int64_t kTileRows = 64;
+// Per-thread scratch budget for one [rows, m + Tk] score buffer; only very long key lists shrink the tile
+// (down to kMinTileRows rows, so the scratch is at least kMinTileRows x (m + Tk)).
+constexpr int64_t kScratchBytes = int64_t(1) << 20;
+constexpr int64_t kMinTileRows = 16;
+
+#if defined(__GNUC__)
+#define KOFF_INLINE [[gnu::always_inline]] inline
+#else
+#define KOFF_INLINE inline
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define KOFF_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KOFF_SIMD_CLONES
+#endif
 
 template <typename T>
-inline T dot_row(const T* a, const T* b, int64_t n) {
+int64_t tile_rows(int64_t cols) {
+  const int64_t fit = kScratchBytes / (std::max<int64_t>(cols, 1) * int64_t(sizeof(T)));
+  return std::clamp<int64_t>(fit, kMinTileRows, kTileRows);
+}
+
+// Row-major C [M, N] = alpha op(A) op(B) + beta C; op(A) is [M, K], op(B) is [K, N]. An empty
+// product (K = 0, only when hd = 0) is handled here: BLAS rejects the leading dimensions it comes with.
+inline void blas(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, const float* b, int ldb,
+                 float beta, float* c, int ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, lda,
+              b, ldb, beta, c, ldc);
+}
+inline void blas(bool ta, bool tb, int M, int N, int K, double alpha, const double* a, int lda, const double* b,
+                 int ldb, double beta, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, lda,
+              b, ldb, beta, c, ldc);
+}
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* a, int64_t lda, const T* b, int64_t ldb,
+          T beta, T* c, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
+    return;
+  }
+  blas(ta, tb, int(M), int(N), int(K), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
+// e^x for float, written so that `#pragma omp simd` loops vectorise it: straight-line arithmetic, the
+// special cases applied as bit masks (a clamp or a select on x lets GCC split the loop body into
+// branches, which stops the vectoriser). n = round(x log2 e) by the 1.5 * 2^23 shifter trick,
+// r = x - n ln2 in two parts (Cody-Waite), Cephes' degree-6 polynomial for e^r on |r| <= ln2/2, times
+// 2^n built in the exponent bits. Checked against double exp at every float in [-87, 88.3]: at most
+// 1.02 ulp (0.99 without FMA contraction).
+// Returns 0 for x < -87 (e^-87 = 1.6e-38: everything below FLT_MIN, subnormals included, is flushed),
+// +inf above 88.3, NaN for NaN. Outside [-87, 88.3] the arithmetic is garbage but masked; the integer
+// part is unsigned, so it wraps instead of overflowing.
+KOFF_INLINE float exp_flush(float x) {
+  constexpr float kLo = -87.0f, kHi = 88.3f, kShifter = 12582912.0f;  // 1.5 * 2^23
+  const float t = x * 1.44269504088896341f + kShifter;
+  const float n = t - kShifter;
+  const uint32_t pow2n = (std::bit_cast<uint32_t>(t) - std::bit_cast<uint32_t>(kShifter) + 127u) << 23;
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const uint32_t e = std::bit_cast<uint32_t>(y * std::bit_cast<float>(pow2n));
+  const uint32_t big = 0u - uint32_t(x > kHi), keep = 0u - uint32_t(!(x < kLo));
+  return std::bit_cast<float>(((e & ~big) | (0x7f800000u & big)) & keep);
+}
+inline double exp_flush(double x) {
+  const double e = std::exp(x);
+  return e < std::numeric_limits<double>::min() ? 0.0 : e;
+}
+
+template <typename T>
+KOFF_INLINE T row_max(const T* s, int64_t n) {
+  T mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < n; ++j) mx = mx > s[j] ? mx : s[j];  // this spelling vectorises; std::max does not
+  return mx;
+}
+
+// s[j] = exp(s[j] - mx) for j < n; returns the sum.
+KOFF_INLINE float exp_shift_sum(float* s, int64_t n, float mx) {
+  float l = 0.0f;
+#pragma omp simd reduction(+ : l)
+  for (int64_t j = 0; j < n; ++j) {
+    const float e = exp_flush(s[j] - mx);
+    s[j] = e;
+    l += e;
+  }
+  return l;
+}
+inline double exp_shift_sum(double* s, int64_t n, double mx) {
+  double l = 0.0;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - mx);
+    l += s[j];
+  }
+  return l;
+}
+
+template <typename T>
+KOFF_INLINE T dot_row(const T* a, const T* b, int64_t n) {
   T s = T(0);
 #pragma omp simd reduction(+ : s)
   for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 
+// Score rows are padded to a multiple of kPad columns, and the elementwise passes run over the padded
+// width with -inf in every column a row does not see: exp(-inf) = 0, and the vector loops never fall
+// into their scalar remainder (rows have arbitrary lengths m + n_i, so that remainder was a third of
+// the softmax time).
+constexpr int64_t kPad = 16;
+inline int64_t padded(int64_t n) { return (n + kPad - 1) / kPad * kPad; }
+
+// Forward softmax of a score tile s [rows, ld] (ld a multiple of kPad): row r keeps p = exp(s - mx) on
+// its n[r] visible columns and 0 on the rest of [0, padded(ncols)); inv[r] = 1 / sum p and
+// lse[r] = mx + log(sum p), or inv[r] = 0 and lse[r] = -inf (row all 0) for a row that sees no key or
+// only -inf scores.
 template <typename T>
-inline void axpy_row(T* y, T alpha, const T* x, int64_t n) {
+KOFF_INLINE void softmax_tile_impl(T* s, int64_t ld, int64_t rows, int64_t ncols, const int64_t* n, T* inv, T* lse) {
+  const int64_t w = padded(ncols);
+  for (int64_t r = 0; r < rows; ++r) {
+    T* sr = s + r * ld;
+    std::fill(sr + n[r], sr + w, T(-INFINITY));
+    const T mx = row_max(sr, w);
+    if (mx == -INFINITY) {
+      std::fill(sr, sr + w, T(0));
+      inv[r] = T(0);
+      lse[r] = -INFINITY;
+      continue;
+    }
+    const T l = exp_shift_sum(sr, w, mx);  // >= 1: the maximum contributes exp(0)
+    inv[r] = T(1) / l;
+    lse[r] = mx + std::log(l);
+  }
+}
+
+// Backward elementwise step of a tile: with p = exp(s - lse[r]) on each row's n[r] visible columns and
+// 0 on the rest of [0, padded(ncols)) (the whole row when lse[r] = -inf: it saw no key), and
+// D = dsums[r] = dout_r . out_r:  s <- p,  dp <- p (dp - D).
+template <typename T>
+KOFF_INLINE void grad_tile_impl(T* s, T* dp, int64_t ld, int64_t rows, int64_t ncols, const int64_t* n, const T* lse,
+                                const T* dsums) {
+  const int64_t w = padded(ncols);
+  for (int64_t r = 0; r < rows; ++r) {
+    T* sr = s + r * ld;
+    T* dpr = dp + r * ld;
+    const T l = lse[r], dsum = dsums[r];
+    if (l == -INFINITY) {
+      std::fill(sr, sr + w, T(0));
+      std::fill(dpr, dpr + w, T(0));
+      continue;
+    }
+    std::fill(sr + n[r], sr + w, T(-INFINITY));
+    std::fill(dpr + n[r], dpr + w, T(0));
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+    for (int64_t j = 0; j < w; ++j) {
+      const T p = exp_flush(sr[j] - l);
+      sr[j] = p;
+      dpr[j] = p * (dpr[j] - dsum);
+    }
+  }
+}
+
+// The float tile steps are where the non-GEMM time goes: built once per ISA level (AVX-512, AVX2+FMA,
+// baseline) and picked at load time, since the project compiles for baseline x86-64 (SSE2).
+KOFF_SIMD_CLONES void softmax_tile(float* s, int64_t ld, int64_t rows, int64_t ncols, const int64_t* n, float* inv,
+                                   float* lse) {
+  softmax_tile_impl(s, ld, rows, ncols, n, inv, lse);
+}
+void softmax_tile(double* s, int64_t ld, int64_t rows, int64_t ncols, const int64_t* n, double* inv, double* lse) {
+  softmax_tile_impl(s, ld, rows, ncols, n, inv, lse);
+}
+KOFF_SIMD_CLONES void grad_tile(float* s, float* dp, int64_t ld, int64_t rows, int64_t ncols, const int64_t* n,
+                                const float* lse, const float* dsums) {
+  grad_tile_impl(s, dp, ld, rows, ncols, n, lse, dsums);
+}
+void grad_tile(double* s, double* dp, int64_t ld, int64_t rows, int64_t ncols, const int64_t* n, const double* lse,
+               const double* dsums) {
+  grad_tile_impl(s, dp, ld, rows, ncols, n, lse, dsums);
 }
 
 inline int64_t visible_keys(const AttentionDims& d, int64_t i, bool causal) {
   return causal ? std::clamp<int64_t>(i + d.tk - d.tq + 1, 0, d.tk) : d.tk;
 }
 
-// Row of key/value `j` of the list [memory slots ; real keys] for batch b, KV head g.
+// [rows, hd] block with row stride ld set to zero.
 template <typename T>
-inline const T* kv_row(const T* real, const T* mem, const AttentionDims& d, int64_t b, int64_t g, int64_t j) {
-  return j < d.mem ? mem + ((b * d.mem + j) * d.groups + g) * d.head_dim
-                   : real + ((b * d.tk + (j - d.mem)) * d.groups + g) * d.head_dim;
+inline void zero_rows(T* p, int64_t rows, int64_t hd, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) std::fill_n(p + r * ld, hd, T(0));
 }
+
+// Scores of one query tile: s[:, :m] = scale Q Kmem^T, s[:, m:m+nk] = scale Q K^T (row stride ld).
 template <typename T>
-inline T* kv_row(T* real, T* mem, const AttentionDims& d, int64_t b, int64_t g, int64_t j) {
-  return j < d.mem ? mem + ((b * d.mem + j) * d.groups + g) * d.head_dim
-                   : real + ((b * d.tk + (j - d.mem)) * d.groups + g) * d.head_dim;
+inline void tile_scores(T* s, int64_t ld, const T* qt, int64_t qs, const T* km, const T* kr, int64_t ks,
+                        int64_t rows, int64_t m, int64_t nk, int64_t hd, T alpha) {
+  if (m > 0) gemm(false, true, rows, m, hd, alpha, qt, qs, km, ks, T(0), s, ld);
+  if (nk > 0) gemm(false, true, rows, nk, hd, alpha, qt, qs, kr, ks, T(0), s + m, ld);
+}
+
+// C [rows, hd] (row stride cs) = alpha (P[:, :m] Mem + P[:, m:m+nk] Real), P with row stride ld.
+template <typename T>
+inline void tile_times_kv(T* c, int64_t cs, const T* p, int64_t ld, const T* mem, const T* real, int64_t ks,
+                          int64_t rows, int64_t m, int64_t nk, int64_t hd, T alpha) {
+  if (m + nk == 0) {
+    zero_rows(c, rows, hd, cs);
+    return;
+  }
+  if (m > 0) gemm(false, false, rows, hd, m, alpha, p, ld, mem, ks, T(0), c, cs);
+  if (nk > 0) gemm(false, false, rows, hd, nk, alpha, p + m, ld, real, ks, m > 0 ? T(1) : T(0), c, cs);
+}
+
+// Mem [m, hd] += alpha P[:, :m]^T X, Real [nk, hd] += alpha P[:, m:m+nk]^T X; X [rows, hd] with row stride xs.
+template <typename T>
+inline void tile_t_times(T* mem, T* real, int64_t ks, const T* p, int64_t ld, const T* x, int64_t xs, int64_t rows,
+                         int64_t m, int64_t nk, int64_t hd, T alpha) {
+  if (m > 0) gemm(true, false, m, hd, rows, alpha, p, ld, x, xs, T(1), mem, ks);
+  if (nk > 0) gemm(true, false, nk, hd, rows, alpha, p + m, ld, x, xs, T(1), real, ks);
+}
+
+// A query tile: positions [i0, i0 + np) of batch b, every query head of KV group g, stacked into
+// rows r = p * rep + hr (p = position - i0, hr = head within the group). For one position the group's
+// rep heads are adjacent in q/out/dq/dout (rep * hd contiguous values), so gathering and scattering a
+// tile is np contiguous copies.
+struct Tile {
+  int64_t b, g, i0, np, rows, nk, ncols;
+};
+
+inline Tile make_tile(const AttentionDims& d, int64_t b, int64_t g, int64_t t, int64_t tile_pos, bool causal) {
+  const int64_t rep = d.heads / d.groups, i0 = t * tile_pos, np = std::min(tile_pos, d.tq - i0);
+  const int64_t nk = visible_keys(d, i0 + np - 1, causal);
+  return {b, g, i0, np, np * rep, nk, d.mem + nk};
+}
+
+// Row (b, i0 + p, first head of group g) of q/out/dq/dout viewed as [B * Tq * H, hd]: its index in lse,
+// and its offset in elements.
+inline int64_t row_index(const AttentionDims& d, const Tile& t, int64_t p) {
+  return (t.b * d.tq + t.i0 + p) * d.heads + t.g * (d.heads / d.groups);
+}
+inline int64_t row_offset(const AttentionDims& d, const Tile& t, int64_t p) { return row_index(d, t, p) * d.head_dim; }
+
+template <typename T>
+void gather_tile(T* buf, const T* src, const AttentionDims& d, const Tile& t) {
+  const int64_t w = (d.heads / d.groups) * d.head_dim;
+  for (int64_t p = 0; p < t.np; ++p) std::copy_n(src + row_offset(d, t, p), w, buf + p * w);
+}
+
+// Visible key count (memory slots included) of every row of the tile.
+inline void tile_visible(int64_t* n, const AttentionDims& d, const Tile& t, bool causal) {
+  const int64_t rep = d.heads / d.groups;
+  for (int64_t p = 0; p < t.np; ++p) std::fill_n(n + p * rep, rep, d.mem + visible_keys(d, t.i0 + p, causal));
+}
+
+// Pointers to group g's first memory / real key row (rows of stride G*hd).
+template <typename T>  // T may be const
+inline T* mem_row0(T* mem, const AttentionDims& d, int64_t b, int64_t g) {
+  return d.mem > 0 ? mem + (b * d.mem * d.groups + g) * d.head_dim : nullptr;
+}
+inline int64_t real_row0(const AttentionDims& d, int64_t b, int64_t g) {
+  return (b * d.tk * d.groups + g) * d.head_dim;
+}
+
+// Query positions per tile: about kTileRows stacked rows (at least one position).
+template <typename T>
+int64_t tile_positions(const AttentionDims& d) {
+  const int64_t rep = d.heads / d.groups;
+  return std::max<int64_t>(1, tile_rows<T>(d.mem + d.tk) / rep);
 }
 
 }  // namespace
@@ -48,51 +336,38 @@ inline T* kv_row(T* real, T* mem, const AttentionDims& d, int64_t b, int64_t g, 
 template <typename T>
 void attention(const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v, T* out, T* lse,
                const AttentionDims& d, T scale, bool causal) {
-  const int64_t hd = d.head_dim, rep = d.heads / d.groups;
-  const int64_t work = d.batch * d.tq * d.heads * (d.mem + d.tk) * hd;
+  const int64_t hd = d.head_dim, rep = d.heads / d.groups, m = d.mem, ks = d.groups * hd;
+  const int64_t ld = padded(std::max<int64_t>(m + d.tk, 1)), tile_pos = tile_positions<T>(d), max_rows = tile_pos * rep;
+  const int64_t ntiles = (d.tq + tile_pos - 1) / tile_pos;
+  const int64_t work = d.batch * d.tq * d.heads * (m + d.tk) * hd;
 #pragma omp parallel if (work >= kParallelMin)
   {
-    std::vector<T> acc(static_cast<size_t>(hd));
-    T scores[kBlock];
-#pragma omp for collapse(3) schedule(dynamic, 16)
+    std::vector<T> s(static_cast<size_t>(max_rows * ld)), qb(static_cast<size_t>(max_rows * hd)),
+        ob(static_cast<size_t>(max_rows * hd)), inv(static_cast<size_t>(max_rows)), lb(static_cast<size_t>(max_rows));
+    std::vector<int64_t> nvis(static_cast<size_t>(max_rows));
+#pragma omp for collapse(3) schedule(dynamic, 1)
     for (int64_t b = 0; b < d.batch; ++b) {
-      for (int64_t i = 0; i < d.tq; ++i) {
-        for (int64_t h = 0; h < d.heads; ++h) {
-          const int64_t row = (b * d.tq + i) * d.heads + h;
-          const int64_t g = h / rep;
-          const T* qr = q + row * hd;
-          const int64_t n = d.mem + visible_keys(d, i, causal);
-          std::fill(acc.begin(), acc.end(), T(0));
-          T mx = -INFINITY, l = T(0);
-          for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
-            const int64_t nb = std::min(kBlock, n - j0);
-            T bmx = -INFINITY;
-            for (int64_t jj = 0; jj < nb; ++jj) {
-              scores[jj] = scale * dot_row(qr, kv_row(k, mem_k, d, b, g, j0 + jj), hd);
-              bmx = std::max(bmx, scores[jj]);
+      for (int64_t g = 0; g < d.groups; ++g) {
+        for (int64_t ti = 0; ti < ntiles; ++ti) {
+          const Tile t = make_tile(d, b, g, ti, tile_pos, causal);
+          const T *km = mem_row0(mem_k, d, b, g), *vm = mem_row0(mem_v, d, b, g);
+          const T *kr = k + real_row0(d, b, g), *vr = v + real_row0(d, b, g);
+          gather_tile(qb.data(), q, d, t);
+          tile_scores(s.data(), ld, qb.data(), hd, km, kr, ks, t.rows, m, t.nk, hd, scale);
+          tile_visible(nvis.data(), d, t, causal);
+          softmax_tile(s.data(), ld, t.rows, t.ncols, nvis.data(), inv.data(), lb.data());
+          tile_times_kv(ob.data(), hd, s.data(), ld, vm, vr, ks, t.rows, m, t.nk, hd, T(1));
+          for (int64_t p = 0; p < t.np; ++p) {
+            const int64_t row = row_index(d, t, p);
+            for (int64_t hr = 0; hr < rep; ++hr) {
+              const int64_t r = p * rep + hr;
+              const T f = inv[r];
+              const T* src = ob.data() + r * hd;
+              T* dst = out + (row + hr) * hd;
+#pragma omp simd
+              for (int64_t c = 0; c < hd; ++c) dst[c] = src[c] * f;
+              lse[row + hr] = lb[r];
             }
-            const T new_mx = std::max(mx, bmx);
-            if (new_mx == -INFINITY) continue;  // every score so far is -inf: nothing to add
-            const T corr = std::exp(mx - new_mx);
-            if (corr != T(1)) {
-              l *= corr;
-              for (int64_t c = 0; c < hd; ++c) acc[c] *= corr;
-            }
-            mx = new_mx;
-            for (int64_t jj = 0; jj < nb; ++jj) {
-              const T p = std::exp(scores[jj] - mx);
-              l += p;
-              axpy_row(acc.data(), p, kv_row(v, mem_v, d, b, g, j0 + jj), hd);
-            }
-          }
-          T* o = out + row * hd;
-          if (l > T(0)) {
-            const T inv = T(1) / l;
-            for (int64_t c = 0; c < hd; ++c) o[c] = acc[c] * inv;
-            lse[row] = mx + std::log(l);
-          } else {
-            for (int64_t c = 0; c < hd; ++c) o[c] = T(0);
-            lse[row] = -INFINITY;
           }
         }
       }
@@ -104,44 +379,49 @@ template <typename T>
 void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v, const T* out,
                         const T* lse, T* dq, T* dk, T* dv, T* dmem_k, T* dmem_v, const AttentionDims& d, T scale,
                         bool causal) {
-  const int64_t hd = d.head_dim, rep = d.heads / d.groups;
-  const int64_t work = d.batch * d.tq * d.heads * (d.mem + d.tk) * hd;
+  const int64_t hd = d.head_dim, rep = d.heads / d.groups, m = d.mem, ks = d.groups * hd;
+  const int64_t ld = padded(std::max<int64_t>(m + d.tk, 1)), tile_pos = tile_positions<T>(d), max_rows = tile_pos * rep;
+  const int64_t ntiles = (d.tq + tile_pos - 1) / tile_pos;
+  const int64_t work = d.batch * d.tq * d.heads * (m + d.tk) * hd;
 #pragma omp parallel if (work >= kParallelMin)
   {
-    std::vector<T> dq_acc(static_cast<size_t>(hd));
+    std::vector<T> s(static_cast<size_t>(max_rows * ld)), dp(static_cast<size_t>(max_rows * ld)),
+        qb(static_cast<size_t>(max_rows * hd)), dob(static_cast<size_t>(max_rows * hd)),
+        dqb(static_cast<size_t>(max_rows * hd)), lb(static_cast<size_t>(max_rows)), db(static_cast<size_t>(max_rows));
+    std::vector<int64_t> nvis(static_cast<size_t>(max_rows));
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < d.batch; ++b) {
       for (int64_t g = 0; g < d.groups; ++g) {
-        for (int64_t j = 0; j < d.mem + d.tk; ++j) {
-          std::fill_n(kv_row(dk, dmem_k, d, b, g, j), hd, T(0));
-          std::fill_n(kv_row(dv, dmem_v, d, b, g, j), hd, T(0));
+        const T *km = mem_row0(mem_k, d, b, g), *vm = mem_row0(mem_v, d, b, g);
+        T *dkm = mem_row0(dmem_k, d, b, g), *dvm = mem_row0(dmem_v, d, b, g);
+        const T *kr = k + real_row0(d, b, g), *vr = v + real_row0(d, b, g);
+        T *dkr = dk + real_row0(d, b, g), *dvr = dv + real_row0(d, b, g);
+        zero_rows(dkr, d.tk, hd, ks);
+        zero_rows(dvr, d.tk, hd, ks);
+        if (m > 0) {
+          zero_rows(dkm, m, hd, ks);
+          zero_rows(dvm, m, hd, ks);
         }
-        for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
-          for (int64_t i = 0; i < d.tq; ++i) {
-            const int64_t row = (b * d.tq + i) * d.heads + h;
-            const T* qr = q + row * hd;
-            const T* dor = dout + row * hd;
-            const T* orow = out + row * hd;
-            const T l = lse[row];
-            const T dsum = dot_row(dor, orow, hd);
-            const int64_t n = d.mem + visible_keys(d, i, causal);
-            std::fill(dq_acc.begin(), dq_acc.end(), T(0));
-            if (l != -INFINITY) {
-              for (int64_t j = 0; j < n; ++j) {
-                const T* kr = kv_row(k, mem_k, d, b, g, j);
-                const T* vr = kv_row(v, mem_v, d, b, g, j);
-                const T p = std::exp(scale * dot_row(qr, kr, hd) - l);
-                // A subnormal weight contributes nothing measurable and makes the axpys crawl.
-                if (p < std::numeric_limits<T>::min()) continue;
-                const T ds = p * (dot_row(dor, vr, hd) - dsum);
-                axpy_row(kv_row(dv, dmem_v, d, b, g, j), p, dor, hd);
-                axpy_row(kv_row(dk, dmem_k, d, b, g, j), scale * ds, qr, hd);
-                axpy_row(dq_acc.data(), ds, kr, hd);
-              }
+        for (int64_t ti = 0; ti < ntiles; ++ti) {
+          const Tile t = make_tile(d, b, g, ti, tile_pos, causal);
+          gather_tile(qb.data(), q, d, t);
+          gather_tile(dob.data(), dout, d, t);
+          for (int64_t p = 0; p < t.np; ++p) {
+            const int64_t row = row_index(d, t, p);
+            for (int64_t hr = 0; hr < rep; ++hr) {
+              lb[p * rep + hr] = lse[row + hr];
+              db[p * rep + hr] = dot_row(dout + (row + hr) * hd, out + (row + hr) * hd, hd);
             }
-            T* dqr = dq + row * hd;
-            for (int64_t c = 0; c < hd; ++c) dqr[c] = scale * dq_acc[c];
           }
+          tile_scores(s.data(), ld, qb.data(), hd, km, kr, ks, t.rows, m, t.nk, hd, scale);
+          tile_scores(dp.data(), ld, dob.data(), hd, vm, vr, ks, t.rows, m, t.nk, hd, T(1));
+          tile_visible(nvis.data(), d, t, causal);
+          grad_tile(s.data(), dp.data(), ld, t.rows, t.ncols, nvis.data(), lb.data(), db.data());
+          tile_t_times(dvm, dvr, ks, s.data(), ld, dob.data(), hd, t.rows, m, t.nk, hd, T(1));
+          tile_t_times(dkm, dkr, ks, dp.data(), ld, qb.data(), hd, t.rows, m, t.nk, hd, scale);
+          tile_times_kv(dqb.data(), hd, dp.data(), ld, km, kr, ks, t.rows, m, t.nk, hd, scale);
+          for (int64_t p = 0; p < t.np; ++p)
+            std::copy_n(dqb.data() + p * rep * hd, rep * hd, dq + row_offset(d, t, p));
         }
       }
     }
@@ -155,5 +435,7 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 KOFF_INSTANTIATE(float)
 KOFF_INSTANTIATE(double)
 #undef KOFF_INSTANTIATE
+#undef KOFF_INLINE
+#undef KOFF_SIMD_CLONES
 
 }  // namespace koff::cpu

@@ -10,9 +10,10 @@
 //
 //   lse = log sum_j exp(s_j),  out = sum_j exp(s_j - lse) v_j
 //
-// Forward: one query row at a time, keys in blocks of kBlock with an online softmax (running max,
-// running sum, rescaled accumulator): no [Tq, Tk] matrix, O(hd + kBlock) scratch per thread. A row
-// that sees no key at all gets out = 0 and lse = -inf.
+// Both kernels work on query tiles (consecutive positions of one (b, g), all H/G heads of the group
+// stacked) with small OpenBLAS GEMMs against the keys the tile can see, and a vectorised softmax step
+// in between; no [Tq, Tk] matrix, O(tile x (m + Tk)) scratch per thread (attention.cpp has the details).
+// A row that sees no key at all gets out = 0 and lse = -inf.
 //
 // Backward recomputes p_j = exp(s_j - lse) from the saved lse, with D = dout . out:
 //   dv_j += p_j dout,  dp_j = dout . v_j,  ds_j = p_j (dp_j - D),
