@@ -10,9 +10,6 @@
 
 namespace {
 
-std::atomic<bool> g_interrupt{false};
-extern "C" void on_signal(int) { g_interrupt.store(true); }
-
 const bool registered = koff::cli::add_command({"pretrain", "train a small base model from scratch (resumable)",
     [](CLI::App& sub) {
       struct Options {
@@ -44,9 +41,7 @@ const bool registered = koff::cli::add_command({"pretrain", "train a small base 
         job.data_dir = o->data;
         job.out_dir = o->out;
         job.stop_after = o->stop_after;
-        job.interrupt = &g_interrupt;
-        std::signal(SIGINT, on_signal);
-        std::signal(SIGTERM, on_signal);
+        job.interrupt = koff::cli::install_interrupt_handler();
         koff::cli::Progress progress;
         job.progress = [&](const koff::nn::PretrainReport& r) {
           if (!r.message.empty()) return progress.note(r.message);

@@ -4,11 +4,25 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <string>
 
 namespace koff::cli {
+
+// SIGINT/SIGTERM set a flag that long jobs poll: they save a checkpoint and stop cleanly.
+inline std::atomic<bool>& interrupt_flag() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+extern "C" inline void koff_on_interrupt(int) { interrupt_flag().store(true); }
+inline const std::atomic<bool>* install_interrupt_handler() {
+  std::signal(SIGINT, koff_on_interrupt);
+  std::signal(SIGTERM, koff_on_interrupt);
+  return &interrupt_flag();
+}
 
 inline std::string format_duration(double seconds) {
   if (!(seconds >= 0) || seconds > 1e8) return "?";

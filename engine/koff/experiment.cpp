@@ -1,0 +1,215 @@
+#include "engine/koff/experiment.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "engine/data/corpus.h"
+#include "engine/io/atomic_file.h"
+#include "engine/koff/export.h"
+#include "engine/nn/evaluate.h"
+
+namespace koff::offload {
+
+namespace ag = autograd;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string variant_name(const MemoryConfig& m) {
+  if (m.lora && m.kv) return "KOFF";
+  if (m.lora) return "KOFF-LoRA";
+  if (m.kv) return "KOFF-KV";
+  return "prune-only";
+}
+
+void validate(const OffloadJob& job) {
+  const OffloadSettings& s = job.settings;
+  KOFF_CHECK(s.target >= 0 && s.target < 1, "--target must be in [0, 1), got {}", s.target);
+  KOFF_CHECK(s.steps > 0 && s.batch > 0 && s.seq > 1, "--steps and --batch must be positive and --seq > 1");
+  KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random", "--kv-init must be text or random, got '{}'",
+             s.memory.kv_init);
+  KOFF_CHECK(job.save_dtype == "f32" || job.save_dtype == "bf16", "--save-dtype must be f32 or bf16");
+  KOFF_CHECK(fs::is_directory(job.model_dir), "model directory {} does not exist", job.model_dir);
+  KOFF_CHECK(fs::exists(fs::path(job.model_dir) / "tokenizer.json"), "{}: no tokenizer.json", job.model_dir);
+  (void)io::load_config(fs::path(job.model_dir) / "config.json");
+  for (const auto& d : data::list_domains(job.data_dir)) {
+    (void)data::read_paragraphs(d.train);
+    (void)data::read_paragraphs(d.valid);
+  }
+}
+
+namespace {
+
+std::vector<int32_t> head(std::vector<int32_t> v, int64_t n) {
+  if (n > 0 && static_cast<int64_t>(v.size()) > n + 1) v.resize(static_cast<size_t>(n + 1));
+  return v;
+}
+
+double ppl(const nn::Transformer& m, const std::vector<int32_t>& stream, int64_t seq,
+           const std::vector<nn::LayerHooks>* hooks = nullptr) {
+  return nn::perplexity(m, stream, seq, 0, hooks).ppl();
+}
+
+// LAPE (section 9) on the dense model: p[l][i][k] = fraction of language k's tokens where
+// silu(gate_proj x)_i > 0 (i.e. gate_proj x > 0); entropy of p normalised over languages.
+json lape(const nn::Transformer& base, const std::vector<std::vector<int32_t>>& valid, int64_t seq, const FinalMask& mask) {
+  const int64_t L = base.num_layers(), F = base.config().intermediate_size, K = static_cast<int64_t>(valid.size());
+  std::vector<double> p(static_cast<size_t>(L * F * K), 0.0);
+  ag::NoGradGuard no_grad;
+  for (int64_t k = 0; k < K; ++k) {
+    std::vector<int64_t> active(static_cast<size_t>(L * F), 0);
+    int64_t tokens = 0;
+    for (const data::Batch& b : data::eval_windows(valid[static_cast<size_t>(k)], seq)) {
+      std::vector<nn::LayerHooks> hooks(static_cast<size_t>(L));
+      for (int64_t l = 0; l < L; ++l)
+        hooks[static_cast<size_t>(l)].adapt = [&, l](nn::Proj pr, const ag::Variable&, const ag::Variable& y) {
+          if (pr == nn::Proj::gate) {
+            Tensor g = y.data().reshape({-1, F}).to(DType::f32);
+            const float* v = g.data<float>();
+            for (int64_t r = 0; r < g.size(0); ++r)
+              for (int64_t i = 0; i < F; ++i) active[static_cast<size_t>(l * F + i)] += v[r * F + i] > 0;
+          }
+          return y;
+        };
+      nn::ForwardOptions fo;
+      fo.hooks = &hooks;
+      (void)base.hidden(b.ids, fo);
+      tokens += b.tokens;
+    }
+    for (int64_t j = 0; j < L * F; ++j) p[static_cast<size_t>(j * K + k)] = double(active[static_cast<size_t>(j)]) / std::max<int64_t>(tokens, 1);
+  }
+  // 95th percentile of all p; candidates exceed it for some language; the 5% of all neurons with the
+  // lowest entropy among candidates are language-specific.
+  std::vector<double> all = p;
+  std::sort(all.begin(), all.end());
+  const double p95 = all[static_cast<size_t>(0.95 * static_cast<double>(all.size() - 1))];
+  std::vector<std::pair<double, int64_t>> candidates;
+  for (int64_t j = 0; j < L * F; ++j) {
+    double sum = 0, mx = 0;
+    for (int64_t k = 0; k < K; ++k) sum += p[static_cast<size_t>(j * K + k)], mx = std::max(mx, p[static_cast<size_t>(j * K + k)]);
+    if (mx <= p95 || sum <= 0) continue;
+    double h = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const double q = p[static_cast<size_t>(j * K + k)] / sum;
+      if (q > 0) h -= q * std::log(q);
+    }
+    candidates.emplace_back(h, j);
+  }
+  std::sort(candidates.begin(), candidates.end());
+  const size_t n_specific = std::min(candidates.size(), static_cast<size_t>(0.05 * static_cast<double>(L * F)));
+  std::vector<bool> specific(static_cast<size_t>(L * F), false);
+  for (size_t c = 0; c < n_specific; ++c) specific[static_cast<size_t>(candidates[c].second)] = true;
+  json layers = json::array();
+  int64_t s_total = 0, s_removed = 0, o_total = 0, o_removed = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    int64_t st = 0, sr = 0, ot = 0, orem = 0;
+    for (int64_t i = 0; i < F; ++i) {
+      const bool removed = !mask.keep_neurons[static_cast<size_t>(l)][static_cast<size_t>(i)];
+      if (specific[static_cast<size_t>(l * F + i)]) ++st, sr += removed;
+      else ++ot, orem += removed;
+    }
+    layers.push_back({{"specific", st}, {"specific_removed", sr}, {"other", ot}, {"other_removed", orem}});
+    s_total += st, s_removed += sr, o_total += ot, o_removed += orem;
+  }
+  return {{"p95", p95}, {"specific", s_total}, {"specific_removed", s_removed}, {"other", o_total},
+          {"other_removed", o_removed},
+          {"specific_removed_fraction", s_total ? double(s_removed) / double(s_total) : 0.0},
+          {"other_removed_fraction", o_total ? double(o_removed) / double(o_total) : 0.0}, {"layers", layers}};
+}
+
+}  // namespace
+
+bool run_offload(const OffloadJob& job) {
+  validate(job);
+  const OffloadSettings& s = job.settings;
+  auto note = [&](const std::string& m) {
+    if (job.progress) job.progress({"", 0, 0, 0, 0, 0, 0, 0, 0, 0, m});
+  };
+  nn::Transformer base = nn::Transformer::load(job.model_dir, DType::f32);
+  Tokenizer tok = Tokenizer::from_file((fs::path(job.model_dir) / "tokenizer.json").string());
+  const auto& eos_ids = base.config().eos_token_ids;
+  const int64_t eos = eos_ids.empty() ? -1 : eos_ids.front();
+  std::vector<std::string> names;
+  std::vector<std::vector<int32_t>> train, valid;
+  for (const auto& d : data::list_domains(job.data_dir)) {
+    names.push_back(d.name);
+    train.push_back(data::tokenize(tok, data::read_paragraphs(d.train), eos));
+    valid.push_back(head(data::tokenize(tok, data::read_paragraphs(d.valid), eos), job.eval_tokens));
+  }
+  const fs::path out(job.out_dir);
+  fs::create_directories(out);
+  json run = {{"model", fs::absolute(job.model_dir).string()}, {"data", fs::absolute(job.data_dir).string()},
+              {"domains", names}, {"settings", s.to_json()}, {"variant", variant_name(s.memory)},
+              {"eval_tokens", job.eval_tokens}, {"eval_seq", job.eval_seq}};
+  io::write_file_atomic(out / "run.json", run.dump(2));
+  note(fmt::format("{}: {} on {} domains, target {:.0f}%, {} steps of {} x {} tokens", out.string(), variant_name(s.memory),
+                   names.size(), 100 * s.target, s.steps, s.batch, s.seq));
+
+  OffloadTrainer trainer(base, names, train, s, out.string());
+  if (!trainer.run(job.progress, job.interrupt)) return false;
+  const FinalMask& mask = trainer.mask();
+
+  // Export: compacted backbone, memories.
+  json provenance = {{"source_model", fs::absolute(job.model_dir).string()}, {"target_sparsity", s.target},
+                     {"variant", variant_name(s.memory)}, {"settings", s.to_json()}};
+  nn::Transformer backbone = compact(base, mask, provenance);
+  backbone.save((out / "backbone").string(), job.save_dtype == "bf16" ? DType::bf16 : DType::f32);
+  fs::copy_file(fs::path(job.model_dir) / "tokenizer.json", out / "backbone" / "tokenizer.json",
+                fs::copy_options::overwrite_existing);
+  // Evaluate what was exported: the backbone as saved, reloaded.
+  nn::Transformer saved = nn::Transformer::load((out / "backbone").string(), DType::f32);
+  std::vector<LoadedMemory> memories;
+  if (trainer.bank()) {
+    for (size_t d = 0; d < names.size(); ++d) {
+      const fs::path dir = out / "memories" / names[d];
+      export_memory(*trainer.bank(), static_cast<int64_t>(d), mask, backbone, dir.string());
+      memories.push_back(load_memory(dir.string(), saved));
+    }
+  }
+  note(fmt::format("exported {} ({} -> {} parameters; {:.2f}% of the prunable size removed)",
+                   (out / "backbone").string(), base.num_parameters(), backbone.num_parameters(), 100 * mask.sparsity()));
+
+  json eval = {{"variant", variant_name(s.memory)}, {"target", s.target}, {"achieved", mask.sparsity()},
+               {"removed_fraction_of_all", mask.removed / total_parameters(base.config())}, {"domains", names},
+               {"parameters", {{"base", base.num_parameters()}, {"backbone", backbone.num_parameters()}}}};
+  for (size_t d = 0; d < names.size(); ++d) {
+    json row = {{"dense", ppl(base, valid[d], job.eval_seq)}, {"backbone", ppl(saved, valid[d], job.eval_seq)}};
+    if (!memories.empty()) {
+      auto hooks = memories[d].hooks();
+      row["memory"] = ppl(saved, valid[d], job.eval_seq, &hooks);
+    }
+    eval["ppl"][names[d]] = row;
+    note(fmt::format("  {:<8} dense {:8.2f} | backbone {:8.2f}{}", names[d], row["dense"].get<double>(),
+                     row["backbone"].get<double>(),
+                     row.contains("memory") ? fmt::format(" | + own memory {:8.2f}", row["memory"].get<double>()) : ""));
+  }
+  if (!memories.empty() && s.memory.lora && s.memory.kv) {
+    json cross = json::array();  // cross[e][m]: valid split of domain e, memory of domain m
+    for (size_t e = 0; e < names.size(); ++e) {
+      json row = json::array();
+      for (size_t m = 0; m < names.size(); ++m) {
+        auto hooks = memories[m].hooks();
+        row.push_back(e == m ? eval["ppl"][names[e]]["memory"].get<double>() : ppl(saved, valid[e], job.eval_seq, &hooks));
+      }
+      cross.push_back(row);
+    }
+    eval["cross"] = cross;
+    eval["lape"] = lape(base, valid, job.eval_seq, mask);
+  }
+  io::write_file_atomic(out / "eval.json", eval.dump(2));
+
+  json masks = {{"layers", json::array()}};
+  for (size_t l = 0; l < mask.keep_heads.size(); ++l) {
+    int64_t heads = std::count(mask.keep_heads[l].begin(), mask.keep_heads[l].end(), true);
+    int64_t neurons = std::count(mask.keep_neurons[l].begin(), mask.keep_neurons[l].end(), true);
+    masks["layers"].push_back({{"kept_heads", heads}, {"heads", mask.keep_heads[l].size()}, {"kept_neurons", neurons},
+                               {"neurons", mask.keep_neurons[l].size()}, {"keep_heads", mask.keep_heads[l]}});
+  }
+  io::write_file_atomic(out / "mask.json", masks.dump());
+  return true;
+}
+
+}  // namespace koff::offload

@@ -1,0 +1,44 @@
+// The job of `koff offload` and the report of `koff report` (KOFF_METHOD.md sections 7-9).
+//
+// One offload run: learn the mask and memories on the domains' train splits, take the exact-target
+// final mask, export the compacted backbone and each domain's memory, then evaluate on the valid
+// splits through what was exported (the compacted backbone with each memory attached): dense,
+// backbone alone, own memory, and the D x D cross matrix; plus the LAPE analysis of the dense model.
+// Everything lands in the run directory:
+//   run.json  metrics.jsonl  ckpt/  backbone/  memories/<domain>/{memory.*, peft/}  eval.json  mask.json
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+
+#include "engine/koff/trainer.h"
+
+namespace koff::offload {
+
+struct OffloadJob {
+  std::string model_dir, data_dir, out_dir;
+  OffloadSettings settings;
+  int64_t eval_tokens = 4096;  // per domain and evaluation (0 = the whole valid split)
+  int64_t eval_seq = 128;
+  std::string save_dtype = "f32";  // backbone weights on disk: f32 or bf16
+  const std::atomic<bool>* interrupt = nullptr;
+  std::function<void(const StepReport&)> progress;
+};
+
+// Checks everything a run needs (model, tokenizer, domains, settings) before anything is written;
+// throws koff::Error naming the problem.
+void validate(const OffloadJob& job);
+
+// Runs the job. Returns false when interrupted (resumable with the same command).
+bool run_offload(const OffloadJob& job);
+
+// The variant name of a memory configuration: prune-only, KOFF-LoRA, KOFF-KV, KOFF.
+std::string variant_name(const MemoryConfig& m);
+
+// Builds <dir>/report.md (+ PNG plots when gnuplot is present) from the runs under dir (each a
+// sub-directory with eval.json) or from dir itself when it is a run. Returns the markdown table of
+// section 8 (also printed by `koff demo`).
+std::string write_report(const std::string& dir);
+
+}  // namespace koff::offload

@@ -1,0 +1,146 @@
+// `koff offload` (the main job), `koff report` and `koff demo`.
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+
+#include "engine/koff/experiment.h"
+#include "tools/cli.h"
+#include "tools/progress.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using koff::offload::OffloadJob;
+
+// Progress: step, loss, expected sparsity, target, lambdas, tokens/s, ETA.
+std::function<void(const koff::offload::StepReport&)> progress_printer(koff::cli::Progress& p, int64_t log_every) {
+  return [&p, log_every](const koff::offload::StepReport& r) {
+    if (!r.message.empty()) return p.note(r.message);
+    if (r.step % log_every != 0 && r.step != r.steps) return;
+    const double per_step = r.step > 0 ? r.elapsed / std::max<double>(1, r.step) : 0;
+    p.report(fmt::format("{} step {}/{} | loss {:.4f} | s_hat {:.3f} (target {:.3f}) | lambda {:+.3f} {:+.3f} | {:.0f} tok/s | ETA {}",
+                         r.phase, r.step, r.steps, r.loss, r.expected_sparsity, r.target, r.lambda1, r.lambda2,
+                         r.tokens_per_second, koff::cli::format_duration(per_step * static_cast<double>(r.steps - r.step))));
+  };
+}
+
+void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& no_kv) {
+  auto& s = job.settings;
+  sub.add_option("--steps", s.steps, "mask-learning steps")->capture_default_str();
+  sub.add_option("--batch", s.batch, "sequences per step (domains take turns)")->capture_default_str();
+  sub.add_option("--seq", s.seq, "tokens per sequence")->capture_default_str();
+  sub.add_option("--accum", s.accum, "gradient accumulation micro-batches per step")->capture_default_str();
+  sub.add_option("--warmup-frac", s.warmup_frac, "fraction of steps over which the target ramps up")->capture_default_str();
+  sub.add_option("--lr-gates", s.lr_gates, "AdamW lr of log_alpha")->capture_default_str();
+  sub.add_option("--lr-lambda", s.lr_lambda, "ascent lr of the Lagrange multipliers")->capture_default_str();
+  sub.add_option("--lr-memory", s.lr_memory, "AdamW lr of LoRA and KV memories")->capture_default_str();
+  sub.add_flag("--no-lora", no_lora, "learn no LoRA adapters");
+  sub.add_flag("--no-kv", no_kv, "learn no KV memories");
+  sub.add_option("--rank", s.memory.rank, "LoRA rank r")->capture_default_str();
+  sub.add_option("--alpha", s.memory.alpha, "LoRA alpha")->capture_default_str();
+  sub.add_option("--slots", s.memory.slots, "KV memory slots m per layer and KV head")->capture_default_str();
+  sub.add_option("--kv-init", s.memory.kv_init, "KV memory init: text or random")->capture_default_str();
+  sub.add_option("--recovery-steps", s.recovery_steps, "memory-only steps on the fixed final mask")->capture_default_str();
+  sub.add_option("--seed", s.seed, "seed of gate samples, batches and inits")->capture_default_str();
+  sub.add_option("--checkpoint-every", s.checkpoint_every, "steps between checkpoints")->capture_default_str();
+  sub.add_option("--eval-tokens", job.eval_tokens, "valid tokens per domain and evaluation (0 = all)")->capture_default_str();
+  sub.add_option("--save-dtype", job.save_dtype, "backbone weights on disk: f32 or bf16")->capture_default_str();
+}
+
+const bool offload_registered = koff::cli::add_command({"offload", "learn a mask + domain memories, export backbone and memories",
+    [](CLI::App& sub) {
+      auto job = std::make_shared<OffloadJob>();
+      auto no_lora = std::make_shared<bool>(false), no_kv = std::make_shared<bool>(false);
+      sub.add_option("--model", job->model_dir, "base model directory (config.json, safetensors, tokenizer.json)")->required();
+      sub.add_option("--data", job->data_dir, "data directory: <domain>/train.txt and <domain>/valid.txt")->required();
+      sub.add_option("--target", job->settings.target, "target sparsity of the prunable size, in [0, 1)")->required();
+      sub.add_option("--out", job->out_dir, "run directory")->required();
+      add_settings_options(sub, *job, *no_lora, *no_kv);
+      return [=]() {
+        job->settings.memory.lora = !*no_lora;
+        job->settings.memory.kv = !*no_kv;
+        koff::offload::validate(*job);  // nothing is written on bad input
+        koff::cli::Progress progress;
+        job->progress = progress_printer(progress, job->settings.log_every);
+        job->interrupt = koff::cli::install_interrupt_handler();
+        if (!koff::offload::run_offload(*job)) {
+          progress.note("interrupted: checkpoint saved; run the same command again to resume");
+          return 130;
+        }
+        progress.finish();
+        fmt::print("{}", koff::offload::write_report(job->out_dir));
+        fmt::print("report: {}/report.md\n", job->out_dir);
+        return 0;
+      };
+    }});
+
+const bool report_registered = koff::cli::add_command({"report", "section-8 table, cross matrix, LAPE analysis, plots",
+    [](CLI::App& sub) {
+      auto dir = std::make_shared<std::string>();
+      sub.add_option("run", *dir, "a run directory, or a directory of runs")->required();
+      return [=]() {
+        fmt::print("{}", koff::offload::write_report(*dir));
+        fmt::print("report: {}/report.md\n", *dir);
+        return 0;
+      };
+    }});
+
+const bool demo_registered = koff::cli::add_command({"demo", "the whole method on the embedded model and corpus, on CPU",
+    [](CLI::App& sub) {
+      struct Options {
+        std::string out = "koff-demo";
+        std::string model = std::string(KOFF_SOURCE_DIR) + "/models/embedded";
+        std::string data = std::string(KOFF_SOURCE_DIR) + "/data/corpus";
+        std::vector<double> targets = {0.12, 0.25};
+        OffloadJob base;
+      };
+      auto o = std::make_shared<Options>();
+      o->base.settings.steps = 80;
+      o->base.settings.batch = 6;
+      o->base.settings.seq = 64;
+      o->base.settings.log_every = 5;
+      o->base.settings.checkpoint_every = 40;
+      o->base.eval_tokens = 2048;
+      o->base.eval_seq = 64;
+      sub.add_option("--out", o->out, "output directory")->capture_default_str();
+      sub.add_option("--model", o->model, "base model (default: the embedded one)");
+      sub.add_option("--data", o->data, "data directory (default: the embedded corpus)");
+      sub.add_option("--targets", o->targets, "target sparsities")->capture_default_str()->delimiter(',');
+      sub.add_option("--steps", o->base.settings.steps, "mask-learning steps per run")->capture_default_str();
+      sub.add_option("--seq", o->base.settings.seq, "tokens per sequence")->capture_default_str();
+      sub.add_option("--eval-tokens", o->base.eval_tokens, "valid tokens per domain")->capture_default_str();
+      return [=]() {
+        koff::cli::Progress progress;
+        const auto t0 = std::chrono::steady_clock::now();
+        const std::atomic<bool>* interrupt = koff::cli::install_interrupt_handler();
+        for (double t : o->targets) {
+          for (auto [name, lora, kv] : {std::tuple{"prune-only", false, false}, std::tuple{"koff-lora", true, false},
+                                        std::tuple{"koff-kv", false, true}, std::tuple{"koff", true, true}}) {
+            OffloadJob job = o->base;
+            job.model_dir = o->model;
+            job.data_dir = o->data;
+            job.settings.target = t;
+            job.settings.memory.lora = lora;
+            job.settings.memory.kv = kv;
+            job.out_dir = (fs::path(o->out) / fmt::format("{}-{:02.0f}", name, 100 * t)).string();
+            if (fs::exists(fs::path(job.out_dir) / "eval.json")) {
+              progress.note(fmt::format("{}: done earlier", job.out_dir));
+              continue;
+            }
+            job.progress = progress_printer(progress, job.settings.log_every);
+            job.interrupt = interrupt;
+            if (!koff::offload::run_offload(job)) {
+              progress.note("interrupted: run `koff demo` again with the same --out to continue");
+              return 130;
+            }
+          }
+        }
+        progress.finish();
+        fmt::print("\n{}", koff::offload::write_report(o->out));
+        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        fmt::print("report: {}/report.md   ({} on this machine)\n", o->out, koff::cli::format_duration(secs));
+        return 0;
+      };
+    }});
+
+}  // namespace
