@@ -5,6 +5,7 @@
 
 #include "engine/data/corpus.h"
 #include "engine/io/npy.h"
+#include "engine/koff/export.h"
 #include "engine/nn/evaluate.h"
 #include "engine/nn/generate.h"
 #include "tokenizer/tokenizer.h"
@@ -66,11 +67,12 @@ const bool logits_registered = koff::cli::add_command({"logits", "float32 logits
 const bool eval_registered = koff::cli::add_command({"eval", "held-out perplexity of a model on text",
     [](CLI::App& sub) {
       struct Options {
-        std::string model, data;
+        std::string model, data, memory;
         int64_t seq = 256, max_windows = 0;
       };
       auto o = std::make_shared<Options>();
       sub.add_option("--model", o->model, "model directory")->required();
+      sub.add_option("--memory", o->memory, "a domain memory exported by koff offload (memories/<domain>)");
       sub.add_option("--data", o->data,
                      "a text file (paragraphs separated by blank lines), or a data directory: every <domain>/valid.txt")
           ->required();
@@ -79,6 +81,12 @@ const bool eval_registered = koff::cli::add_command({"eval", "held-out perplexit
       return [o]() {
         auto model = koff::nn::Transformer::load(o->model, koff::DType::f32);
         auto tok = load_tokenizer(o->model);
+        std::vector<koff::nn::LayerHooks> hooks;
+        koff::offload::LoadedMemory memory;
+        if (!o->memory.empty()) {
+          memory = koff::offload::load_memory(o->memory, model);
+          hooks = memory.hooks();
+        }
         const auto& eos_ids = model.config().eos_token_ids;
         const int64_t eos = eos_ids.empty() ? -1 : eos_ids.front();
         std::vector<std::pair<std::string, std::string>> files;
@@ -90,7 +98,7 @@ const bool eval_registered = koff::cli::add_command({"eval", "held-out perplexit
         fmt::print("{:<12} {:>10} {:>10}\n", "domain", "tokens", "ppl");
         for (const auto& [name, path] : files) {
           auto stream = koff::data::tokenize(tok, koff::data::read_paragraphs(path), eos);
-          auto p = koff::nn::perplexity(model, stream, o->seq, o->max_windows);
+          auto p = koff::nn::perplexity(model, stream, o->seq, o->max_windows, hooks.empty() ? nullptr : &hooks);
           fmt::print("{:<12} {:>10} {:>10.3f}\n", name, p.tokens, p.ppl());
           std::fflush(stdout);
         }
@@ -101,7 +109,7 @@ const bool eval_registered = koff::cli::add_command({"eval", "held-out perplexit
 const bool generate_registered = koff::cli::add_command({"generate", "generate text with a KV cache (streams tokens)",
     [](CLI::App& sub) {
       struct Options {
-        std::string model, prompt;
+        std::string model, prompt, memory;
         int64_t max_new_tokens = 64;
         double temperature = 0, top_p = 1.0;
         uint64_t seed = 0;
@@ -109,6 +117,7 @@ const bool generate_registered = koff::cli::add_command({"generate", "generate t
       auto o = std::make_shared<Options>();
       sub.add_option("--model", o->model, "model directory")->required();
       sub.add_option("--prompt", o->prompt, "prompt text")->required();
+      sub.add_option("--memory", o->memory, "a domain memory exported by koff offload (memories/<domain>)");
       sub.add_option("-n,--max-new-tokens", o->max_new_tokens, "tokens to generate")->capture_default_str();
       sub.add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
       sub.add_option("--top-p", o->top_p, "nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
@@ -123,6 +132,13 @@ const bool generate_registered = koff::cli::add_command({"generate", "generate t
         g.temperature = o->temperature;
         g.top_p = o->top_p;
         g.seed = o->seed;
+        std::vector<koff::nn::LayerHooks> hooks;
+        koff::offload::LoadedMemory memory;
+        if (!o->memory.empty()) {
+          memory = koff::offload::load_memory(o->memory, model);
+          hooks = memory.hooks();
+          g.hooks = &hooks;
+        }
         g.stop_ids = model.config().eos_token_ids;
         // Stream: decode the whole continuation each time and print what is new, so multi-token
         // characters appear once complete.

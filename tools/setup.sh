@@ -18,6 +18,8 @@ APT_PACKAGES=(
   clang libclang-rt-dev python3 python3-venv python3-pip
   # tokenizer: Unicode tables, and translated text for the multilingual parity corpus (tests/tokenizer)
   unicode-data coreutils libc-l10n dpkg iso-codes gnupg-l10n tar apt libgtk-3-common
+  # koff report's plots
+  gnuplot-nox
 )
 PIP_PACKAGES=(
   "torch==2.15.0" "transformers==5.24.0" "tokenizers==0.23.3" "safetensors==0.8.0" "peft==0.21.2"

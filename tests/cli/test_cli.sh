@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# End-to-end CLI test: a tiny model pretrained from scratch, offloaded, evaluated with a memory,
+# generated from; then bad input, which must give ONE line on stderr, exit status 2, and write nothing.
+#   test_cli.sh KOFF_BINARY SOURCE_DIR WORK_DIR
+set -u
+koff=$1 src=$2 work=$3
+rm -rf "$work" && mkdir -p "$work"
+failures=0 passed=0
+ok() { passed=$((passed + 1)); }
+bad() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# Two small domains cut from the corpus.
+for lang in en de; do
+  mkdir -p "$work/data/$lang"
+  head -n 400 "$src/data/corpus/$lang/train.txt" > "$work/data/$lang/train.txt"
+  head -n 60 "$src/data/corpus/$lang/valid.txt" > "$work/data/$lang/valid.txt"
+done
+cat > "$work/tiny.json" <<'JSON'
+{"tokenizer": {"vocab_size": 400},
+ "model": {"model_type": "llama", "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": true},
+ "train": {"steps": 6, "batch": 4, "seq": 32, "warmup": 2, "log_every": 2, "checkpoint_every": 3,
+           "eval_every": 0, "eval_windows": 2}}
+JSON
+
+run() {  # run NAME EXPECTED_STATUS CMD...: checks the status
+  local name=$1 want=$2; shift 2
+  "$@" > "$work/$name.out" 2> "$work/$name.err"
+  local got=$?
+  if [ "$got" -eq "$want" ]; then ok; else bad "$name: exit $got, wanted $want: $(tail -n 3 "$work/$name.err")"; fi
+}
+one_error_line() {  # the error is one line naming the thing at fault
+  local name=$1 pattern=$2
+  local lines; lines=$(grep -c . "$work/$name.err")
+  if [ "$lines" -eq 1 ] && grep -q "koff: error: .*$pattern" "$work/$name.err"; then ok; else
+    bad "$name: expected one error line matching '$pattern', got: $(cat "$work/$name.err")"; fi
+}
+absent() { if [ ! -e "$1" ]; then ok; else bad "$1 was written on bad input"; fi; }
+
+# --- the happy path ---
+run pretrain 0 "$koff" pretrain --config "$work/tiny.json" --data "$work/data" --out "$work/pre"
+[ -f "$work/pre/model/model.safetensors" ] && [ -f "$work/pre/model/tokenizer.json" ] && ok || bad "pretrain exported no model"
+run offload 0 "$koff" offload --model "$work/pre/model" --data "$work/data" --target 0.2 --out "$work/run" \
+    --steps 4 --batch 2 --seq 16 --rank 2 --slots 2 --eval-tokens 64
+for f in backbone/config.json backbone/model.safetensors memories/en/memory.safetensors memories/en/memory.json \
+         memories/de/peft/adapter_config.json memories/de/peft/adapter_model.safetensors eval.json report.md; do
+  [ -f "$work/run/$f" ] && ok || bad "offload did not write $f"
+done
+grep -q '"target_sparsity": 0.2' "$work/run/backbone/config.json" && grep -q '"achieved_sparsity"' "$work/run/backbone/config.json" \
+  && ok || bad "backbone config.json lacks the koff target/achieved sparsity"
+run eval_memory 0 "$koff" eval --model "$work/run/backbone" --memory "$work/run/memories/en" --data "$work/data/en/valid.txt" --seq 32
+run generate 0 "$koff" generate --model "$work/run/backbone" --memory "$work/run/memories/de" --prompt "Die" -n 5 --temperature 0.8
+run report 0 "$koff" report "$work/run"
+run help 0 "$koff" offload --help
+
+# --- bad input: one line, exit 2, nothing written ---
+run target_out_of_range 2 "$koff" offload --model "$work/pre/model" --data "$work/data" --target 1.2 --out "$work/bad1"
+one_error_line target_out_of_range "target"
+absent "$work/bad1"
+mkdir -p "$work/data_missing/en" && cp "$work/data/en/train.txt" "$work/data_missing/en/"
+run missing_valid 2 "$koff" offload --model "$work/pre/model" --data "$work/data_missing" --target 0.1 --out "$work/bad2"
+one_error_line missing_valid "valid.txt is missing"
+absent "$work/bad2"
+mkdir -p "$work/data_empty/en" && cp "$work/data/en/train.txt" "$work/data_empty/en/" && : > "$work/data_empty/en/valid.txt"
+run empty_domain 2 "$koff" offload --model "$work/pre/model" --data "$work/data_empty" --target 0.1 --out "$work/bad3"
+one_error_line empty_domain "is empty"
+absent "$work/bad3"
+run no_domain 2 "$koff" offload --model "$work/pre/model" --data "$work/nowhere" --target 0.1 --out "$work/bad4"
+one_error_line no_domain "does not exist"
+absent "$work/bad4"
+run foreign_memory 2 "$koff" eval --model "$work/pre/model" --memory "$work/run/memories/en" --data "$work/data/en/valid.txt"
+one_error_line foreign_memory "another backbone"
+head -c 100 "$work/pre/model/model.safetensors" > "$work/truncated.safetensors"
+run truncated 2 "$koff" inspect "$work/truncated.safetensors"
+one_error_line truncated "truncated.safetensors"
+mkdir -p "$work/gpt2" && sed 's/"llama"/"gpt2"/' "$work/pre/model/config.json" > "$work/gpt2/config.json"
+cp "$work/pre/model/model.safetensors" "$work/gpt2/"
+run unsupported_model 2 "$koff" inspect "$work/gpt2"
+one_error_line unsupported_model "model_type"
+run bad_ids 2 "$koff" logits --model "$work/pre/model" --ids 1,x,3 --out "$work/bad.npy"
+one_error_line bad_ids "not an integer"
+absent "$work/bad.npy"
+
+echo "cli: $passed passed, $failures failed"
+[ "$failures" -eq 0 ]
