@@ -1,4 +1,5 @@
-// CPU kernel benchmarks (Google Benchmark). Each reports its achieved rate as a counter:
+// CPU kernel benchmarks (Google Benchmark). Each reports its achieved rate as a counter over wall
+// time (UseRealTime: the kernels run on OpenMP threads, so main-thread CPU time would overstate it):
 // GFLOP/s for GEMM and attention, GB/s (bytes read + written once) for the memory-bound kernels.
 //
 // BM_OpenBlasSgemm calls cblas_sgemm directly on the same shapes as BM_MatmulF32, so the ratio
@@ -46,8 +47,8 @@ void BM_OpenBlasSgemm(benchmark::State& state) {
 }
 
 #define GEMM_SHAPES Args({512, 512, 512})->Args({1024, 1024, 1024})->Args({2048, 256, 1024})->Args({256, 2048, 256})
-BENCHMARK(BM_MatmulF32)->GEMM_SHAPES->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_OpenBlasSgemm)->GEMM_SHAPES->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MatmulF32)->GEMM_SHAPES->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_OpenBlasSgemm)->GEMM_SHAPES->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Attention forward (+ backward): B sequences of T tokens, H=8 query heads over G=2 KV heads, head dim hd,
 // m=16 memory slots. Args: {T, hd, B}. {256|1024, 64, 1} are the long-standing shapes; {256, 32, 16} is the
@@ -79,7 +80,7 @@ void BM_RmsNorm(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(ops::rmsnorm(x, w, 1e-5).y.raw_data());
   set_bytes(state, 4.0 * (2.0 * rows * d + d + rows));
 }
-BENCHMARK(BM_RmsNorm)->Args({4096, 512})->Args({2048, 4096});
+BENCHMARK(BM_RmsNorm)->Args({4096, 512})->Args({2048, 4096})->UseRealTime();
 
 void BM_RmsNormBackward(benchmark::State& state) {
   const int64_t rows = state.range(0), d = state.range(1);
@@ -88,7 +89,7 @@ void BM_RmsNormBackward(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(ops::rmsnorm_backward(dy, x, w, f.rstd).dx.raw_data());
   set_bytes(state, 4.0 * (3.0 * rows * d + 2.0 * d + rows));
 }
-BENCHMARK(BM_RmsNormBackward)->Args({4096, 512});
+BENCHMARK(BM_RmsNormBackward)->Args({4096, 512})->UseRealTime();
 
 // Cross-entropy over a vocabulary: reads the logits once (forward) / reads and writes (backward).
 void BM_CrossEntropy(benchmark::State& state) {
@@ -100,7 +101,7 @@ void BM_CrossEntropy(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(ops::cross_entropy(logits, targets).loss_sum.raw_data());
   set_bytes(state, 4.0 * N * V);
 }
-BENCHMARK(BM_CrossEntropy)->Args({1024, 8192})->Args({256, 32768});
+BENCHMARK(BM_CrossEntropy)->Args({1024, 8192})->Args({256, 32768})->UseRealTime();
 
 // Fused lm_head + cross-entropy (forward + backward without dW), GEMM-dominated.
 void BM_LinearCrossEntropy(benchmark::State& state) {
@@ -115,7 +116,7 @@ void BM_LinearCrossEntropy(benchmark::State& state) {
   }
   set_flops(state, 3 * 2.0 * N * d * V);
 }
-BENCHMARK(BM_LinearCrossEntropy)->Args({1024, 8192})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LinearCrossEntropy)->Args({1024, 8192})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace koff
