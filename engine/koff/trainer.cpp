@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "engine/io/atomic_file.h"
+#include "engine/io/checkpoint_dir.h"
 
 namespace koff::offload {
 
@@ -130,11 +131,8 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
 }
 
 void OffloadTrainer::save_checkpoint(int64_t step, const std::string& phase) {
-  const fs::path root = fs::path(run_dir_) / "ckpt";
-  fs::create_directories(root);
-  const fs::path dir = root / fmt::format("step-{}", step), tmp = root / fmt::format("step-{}.tmp", step);
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  const io::CheckpointDir ckpt(fs::path(run_dir_) / "ckpt");
+  const fs::path tmp = ckpt.begin(step);
   io::NamedTensors t;
   for (const auto& v : gates_.parameters()) t.emplace_back(v.name(), v.data());
   t.emplace_back("lambda1", lambda1_.data());
@@ -147,26 +145,13 @@ void OffloadTrainer::save_checkpoint(int64_t step, const std::string& phase) {
   json st = {{"step", step}, {"phase", phase}, {"optimizer_steps", opt_.step_count()},
              {"recovery_optimizer_steps", recovery_opt_.step_count()}, {"settings", settings_.to_json()}};
   io::write_file_atomic(tmp / "state.json", st.dump(2));
-  fs::remove_all(dir);
-  fs::rename(tmp, dir);
-  io::write_file_atomic(root / "latest", dir.filename().string() + "\n");
-  std::vector<std::pair<int64_t, fs::path>> all;
-  for (const auto& e : fs::directory_iterator(root)) {
-    const std::string n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos)
-      all.emplace_back(std::stoll(n.substr(5)), e.path());
-  }
-  std::sort(all.begin(), all.end());
-  for (size_t i = 0; i + 2 < all.size(); ++i) fs::remove_all(all[i].second);
+  ckpt.commit(step);
 }
 
 bool OffloadTrainer::load_checkpoint(int64_t* step, std::string* phase) {
-  const fs::path root = fs::path(run_dir_) / "ckpt";
-  if (!fs::exists(root / "latest")) return false;
-  std::ifstream in(root / "latest");
-  std::string name;
-  std::getline(in, name);
-  const fs::path dir = root / name;
+  const auto latest = io::CheckpointDir(fs::path(run_dir_) / "ckpt").latest();
+  if (!latest) return false;
+  const fs::path dir = *latest;
   std::ifstream sj(dir / "state.json");
   KOFF_CHECK(sj.good(), "checkpoint {} is incomplete (no state.json)", dir.string());
   json st = json::parse(sj);

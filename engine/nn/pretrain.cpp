@@ -7,6 +7,7 @@
 
 #include "engine/data/corpus.h"
 #include "engine/io/atomic_file.h"
+#include "engine/io/checkpoint_dir.h"
 #include "engine/io/safetensors.h"
 #include "engine/nn/evaluate.h"
 #include "engine/nn/optim.h"
@@ -69,44 +70,17 @@ double clip_gradients(const std::vector<autograd::Variable>& params, double max_
   return norm;
 }
 
-struct Checkpointer {
-  fs::path root;
-
-  std::optional<fs::path> latest() const {
-    fs::path marker = root / "latest";
-    if (!fs::exists(marker)) return std::nullopt;
-    std::ifstream in(marker);
-    std::string name;
-    std::getline(in, name);
-    fs::path dir = root / name;
-    KOFF_CHECK(fs::is_directory(dir), "checkpoint marker {} names {}, which does not exist", marker.string(),
-               dir.string());
-    return dir;
-  }
-
-  void save(int64_t step, const Transformer& model, const AdamW& opt, const json& state) const {
-    const fs::path dir = root / fmt::format("step-{}", step), tmp = root / fmt::format("step-{}.tmp", step);
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
-    std::vector<std::pair<std::string, Tensor>> weights;
-    for (const auto& [name, v] : model.named_parameters()) weights.emplace_back(name, v.data());
-    io::save_safetensors((tmp / "model.safetensors").string(), weights);
-    io::save_safetensors((tmp / "optimizer.safetensors").string(), opt.state());
-    io::write_file_atomic((tmp / "state.json").string(), state.dump(2));
-    fs::remove_all(dir);
-    fs::rename(tmp, dir);
-    io::write_file_atomic((root / "latest").string(), dir.filename().string() + "\n");
-    // Keep the two newest checkpoints: the newest may be the one a crash interrupted next time.
-    std::vector<std::pair<int64_t, fs::path>> all;
-    for (const auto& e : fs::directory_iterator(root)) {
-      const std::string n = e.path().filename().string();
-      if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos)
-        all.emplace_back(std::stoll(n.substr(5)), e.path());
-    }
-    std::sort(all.begin(), all.end());
-    for (size_t i = 0; i + 2 < all.size(); ++i) fs::remove_all(all[i].second);
-  }
-};
+// Weights, AdamW state and the step, in a CheckpointDir.
+void save_checkpoint(const io::CheckpointDir& ckpt, int64_t step, const Transformer& model, const AdamW& opt,
+                     const json& state) {
+  const fs::path tmp = ckpt.begin(step);
+  io::NamedTensors weights;
+  for (const auto& [name, v] : model.named_parameters()) weights.emplace_back(name, v.data());
+  io::save_safetensors(tmp / "model.safetensors", weights);
+  io::save_safetensors(tmp / "optimizer.safetensors", opt.state());
+  io::write_file_atomic(tmp / "state.json", state.dump(2));
+  ckpt.commit(step);
+}
 
 }  // namespace
 
@@ -172,7 +146,7 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
   opt.add_group("no_decay", no_decay, {s.lr, s.beta1, s.beta2, 1e-8, 0.0});
 
   // 4. Resume.
-  Checkpointer ckpt{out / "ckpt"};
+  const io::CheckpointDir ckpt(out / "ckpt");
   int64_t step = 0;
   if (auto dir = ckpt.latest()) {
     io::SafetensorsFile weights((*dir / "model.safetensors").string());
@@ -211,7 +185,7 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
     return result;
   };
   auto save = [&] {
-    ckpt.save(step, model, opt, {{"step", step}, {"optimizer_steps", opt.step_count()}});
+    save_checkpoint(ckpt, step, model, opt, {{"step", step}, {"optimizer_steps", opt.step_count()}});
     note(fmt::format("checkpoint: step {}", step));
   };
 

@@ -40,6 +40,11 @@ absent() { if [ ! -e "$1" ]; then ok; else bad "$1 was written on bad input"; fi
 # --- the happy path ---
 run pretrain 0 "$koff" pretrain --config "$work/tiny.json" --data "$work/data" --out "$work/pre"
 [ -f "$work/pre/model/model.safetensors" ] && [ -f "$work/pre/model/tokenizer.json" ] && ok || bad "pretrain exported no model"
+# Interrupted after 4 steps and resumed: the same model, byte for byte.
+run pretrain_part 0 "$koff" pretrain --config "$work/tiny.json" --data "$work/data" --out "$work/pre2" --stop-after 4
+run pretrain_resume 0 "$koff" pretrain --config "$work/tiny.json" --data "$work/data" --out "$work/pre2"
+grep -q "resumed from" "$work/pretrain_resume.err" && ok || bad "the second pretrain run did not resume"
+cmp -s "$work/pre/model/model.safetensors" "$work/pre2/model/model.safetensors" && ok || bad "resumed pretraining differs"
 run offload 0 "$koff" offload --model "$work/pre/model" --data "$work/data" --target 0.2 --out "$work/run" \
     --steps 4 --batch 2 --seq 16 --rank 2 --slots 2 --eval-tokens 64
 for f in backbone/config.json backbone/model.safetensors memories/en/memory.safetensors memories/en/memory.json \
