@@ -95,11 +95,11 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
         OffloadJob base;
       };
       auto o = std::make_shared<Options>();
-      o->base.settings.steps = 80;
+      o->base.settings.steps = 300;
       o->base.settings.batch = 6;
       o->base.settings.seq = 64;
       o->base.settings.log_every = 5;
-      o->base.settings.checkpoint_every = 40;
+      o->base.settings.checkpoint_every = 100;
       o->base.eval_tokens = 2048;
       o->base.eval_seq = 64;
       sub.add_option("--out", o->out, "output directory")->capture_default_str();
