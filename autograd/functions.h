@@ -44,6 +44,9 @@ Variable attention(const Variable& q, const Variable& k, const Variable& v, cons
 // batch; <= 0 means this call's own count). Returns a [] variable.
 Variable cross_entropy(const Variable& logits, const Tensor& targets, double normaliser = 0,
                        int64_t ignore_index = ops::kIgnoreIndex);
+// KL(softmax(teacher) || softmax(logits)) summed over rows / normaliser (> 0): distillation from a
+// fixed teacher (no gradient to the teacher).
+Variable kl_div(const Variable& logits, const Tensor& teacher_logits, double normaliser);
 Variable linear_cross_entropy(const Variable& h, const Variable& w, const Tensor& targets, double normaliser = 0,
                               int64_t chunk = 256, int64_t ignore_index = ops::kIgnoreIndex);
 

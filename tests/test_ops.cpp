@@ -211,6 +211,19 @@ std::vector<OpCase> cases() {
                [](const Tensors& x, const Tensors& a) {
                  return scalar_ref(ref::cross_entropy_sum(ref::matmul(x[0], x[1], false, true), a[0], ops::kIgnoreIndex) / 5.0);
                }});
+  c.push_back({"kl_div", {{{5, 7}, true, -3, 3}},
+               [](const Philox& r) { return Tensors{rand_uniform({5, 7}, r, -3.0, 3.0, DType::f64, 5000)}; },
+               [](const Vars& v, const Tensors& a) { return ag::kl_div(v[0], a[0].to(v[0].dtype()), 4.0); },
+               [](const Tensors& x, const Tensors& a) {
+                 // sum_r sum_j p_t (log p_t - log p_s), from the definition
+                 Tensor ps = ref::softmax(x[0]), pt = ref::softmax(a[0]);
+                 double kl = 0;
+                 for (int64_t i = 0; i < ps.numel(); ++i) {
+                   const double t = pt.data<double>()[i], s = ps.data<double>()[i];
+                   kl += t * (std::log(t) - std::log(s));
+                 }
+                 return scalar_ref(kl / 4.0);
+               }});
   c.push_back({"hard_concrete_sample", {{{12}, true, -3, 3}},
                [](const Philox& r) { return Tensors{rand_uniform({12}, r, 0.0, 1.0, DType::f64, 4000)}; },
                [](const Vars& v, const Tensors& a) { return ag::hard_concrete_sample(v[0], a[0].to(v[0].dtype())); },

@@ -126,6 +126,15 @@ def cross_entropy_case(gen, dtype):
     return case
 
 
+def kl_div_case(gen, dtype):
+    # Distillation term: KL(softmax(teacher) || softmax(logits)) summed over rows.
+    logits, teacher = rand(gen, (6, 40), dtype, -4, 4), rand(gen, (6, 40), dtype, -4, 4).detach()
+    out = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(teacher, -1), log_target=True, reduction="sum")
+    case = finish("kl_div", dtype, {"logits": logits}, {}, out, gen)
+    case["teacher"] = tensor_json(teacher)
+    return case
+
+
 def linear_cross_entropy_case(gen, dtype):
     N, D, V = 8, 16, 50
     h, w, t = rand(gen, (N, D), dtype), rand(gen, (V, D), dtype), targets_for(gen, N, V)
@@ -145,7 +154,7 @@ def main():
     for dtype in (torch.float32, torch.float64):
         cases += [rmsnorm_case(gen, dtype), rope_case(gen, dtype, False), rope_case(gen, dtype, True),
                   swiglu_case(gen, dtype), attention_case(gen, dtype), cross_entropy_case(gen, dtype),
-                  linear_cross_entropy_case(gen, dtype)]
+                  linear_cross_entropy_case(gen, dtype), kl_div_case(gen, dtype)]
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "fused_ops.json")
     with open(path + ".tmp", "w") as f:

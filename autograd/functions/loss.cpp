@@ -17,6 +17,16 @@ Variable cross_entropy(const Variable& logits, const Tensor& targets, double nor
                      });
 }
 
+Variable kl_div(const Variable& logits, const Tensor& teacher_logits, double normaliser) {
+  // d KL / d logits = (softmax(logits) - softmax(teacher)) / normaliser
+  KOFF_CHECK(normaliser > 0, "kl_div: the normaliser must be positive, got {}", normaliser);
+  Tensor tl = logits.data();
+  Tensor loss = ops::scale(ops::kl_div(tl, teacher_logits), 1.0 / normaliser);
+  return make_result(loss, {logits}, "kl_div", [tl, teacher_logits, normaliser](const Tensor& dy, const std::vector<bool>&) {
+    return std::vector<Tensor>{ops::kl_div_backward(dy.item() / normaliser, tl, teacher_logits)};
+  });
+}
+
 Variable linear_cross_entropy(const Variable& h, const Variable& w, const Tensor& targets, double normaliser,
                               int64_t chunk, int64_t ignore_index) {
   Tensor th = h.data(), tw = w.data();

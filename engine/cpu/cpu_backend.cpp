@@ -253,6 +253,19 @@ class CpuBackend final : public Backend {
       });
     });
   }
+  void kl_div(const Tensor& logits, const Tensor& teacher, Tensor& loss_sum) override {
+    on_float(logits, "kl_div", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::kl_div<T>(ptr<T>(logits), ptr<T>(teacher), logits.size(0), logits.size(1), mut<T>(loss_sum));
+    });
+  }
+  void kl_div_backward(double dloss, const Tensor& logits, const Tensor& teacher, Tensor& dlogits) override {
+    on_float(logits, "kl_div_backward", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::kl_div_backward<T>(static_cast<T>(dloss), ptr<T>(logits), ptr<T>(teacher), logits.size(0), logits.size(1),
+                              mut<T>(dlogits));
+    });
+  }
   int64_t linear_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, int64_t chunk,
                                int64_t ignore_index, Tensor& loss_sum, Tensor& lse) override {
     int64_t count = 0;

@@ -149,4 +149,41 @@ KOFF_INSTANTIATE(double, int32_t)
 KOFF_INSTANTIATE(double, int64_t)
 #undef KOFF_INSTANTIATE
 
+
+template <typename T>
+void kl_div(const T* logits, const T* teacher, int64_t n, int64_t vocab, T* loss_sum) {
+  double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (n * vocab >= kParallelMin / 8)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* x = logits + r * vocab;
+    const T* t = teacher + r * vocab;
+    const T lx = row_lse(x, vocab), lt = row_lse(t, vocab);
+    double kl = 0.0;
+    for (int64_t j = 0; j < vocab; ++j) {
+      const double log_pt = static_cast<double>(t[j] - lt);
+      kl += std::exp(log_pt) * (log_pt - static_cast<double>(x[j] - lx));
+    }
+    total += kl;
+  }
+  *loss_sum = static_cast<T>(total);
+}
+
+template <typename T>
+void kl_div_backward(T dloss, const T* logits, const T* teacher, int64_t n, int64_t vocab, T* dlogits) {
+#pragma omp parallel for schedule(static) if (n * vocab >= kParallelMin / 8)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* x = logits + r * vocab;
+    const T* t = teacher + r * vocab;
+    T* g = dlogits + r * vocab;
+    const T lx = row_lse(x, vocab), lt = row_lse(t, vocab);
+#pragma omp simd
+    for (int64_t j = 0; j < vocab; ++j) g[j] = dloss * (exp_of(x[j] - lx) - exp_of(t[j] - lt));
+  }
+}
+
+template void kl_div<float>(const float*, const float*, int64_t, int64_t, float*);
+template void kl_div<double>(const double*, const double*, int64_t, int64_t, double*);
+template void kl_div_backward<float>(float, const float*, const float*, int64_t, int64_t, float*);
+template void kl_div_backward<double>(double, const double*, const double*, int64_t, int64_t, double*);
+
 }  // namespace koff::cpu

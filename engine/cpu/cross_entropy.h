@@ -28,6 +28,14 @@ void cross_entropy_backward(T dloss, const T* logits, const I* targets, const T*
 template <typename T, typename I>
 int64_t linear_cross_entropy(const T* h, const T* w, const I* targets, int64_t n, int64_t vocab, int64_t d,
                              int64_t chunk, int64_t ignore_index, T* loss_sum, T* lse);
+// Knowledge distillation: KL(p_teacher || p_student) summed over rows, p = softmax of each logits row;
+//   kl_r = sum_j p_t,rj ((t_rj - lse(t_r)) - (x_rj - lse(x_r)))
+//   dlogits_rj = dloss * (softmax(x_r)_j - p_t,rj)
+template <typename T>
+void kl_div(const T* logits, const T* teacher, int64_t n, int64_t vocab, T* loss_sum);
+template <typename T>
+void kl_div_backward(T dloss, const T* logits, const T* teacher, int64_t n, int64_t vocab, T* dlogits);
+
 // dw may be null (frozen lm_head): then its GEMM is skipped.
 template <typename T, typename I>
 void linear_cross_entropy_backward(T dloss, const T* h, const T* w, const I* targets, const T* lse, int64_t n,

@@ -17,7 +17,7 @@ using nlohmann::json;
 json OffloadSettings::to_json() const {
   return {{"target", target}, {"steps", steps}, {"batch", batch}, {"seq", seq}, {"accum", accum},
           {"warmup_frac", warmup_frac}, {"lr_gates", lr_gates}, {"lr_lambda", lr_lambda}, {"lr_memory", lr_memory},
-          {"memory_warmup_frac", memory_warmup_frac}, {"init_log_alpha", init_log_alpha}, {"seed", seed},
+          {"memory_warmup_frac", memory_warmup_frac}, {"init_log_alpha", init_log_alpha}, {"kd", kd}, {"seed", seed},
           {"log_every", log_every}, {"checkpoint_every", checkpoint_every}, {"recovery_steps", recovery_steps},
           {"memory", memory.to_json()}};
 }
@@ -30,7 +30,7 @@ OffloadSettings OffloadSettings::from_json(const json& j) {
   get("target", s.target), get("steps", s.steps), get("batch", s.batch), get("seq", s.seq), get("accum", s.accum);
   get("warmup_frac", s.warmup_frac), get("lr_gates", s.lr_gates), get("lr_lambda", s.lr_lambda);
   get("lr_memory", s.lr_memory), get("memory_warmup_frac", s.memory_warmup_frac);
-  get("init_log_alpha", s.init_log_alpha), get("seed", s.seed), get("log_every", s.log_every);
+  get("init_log_alpha", s.init_log_alpha), get("kd", s.kd), get("seed", s.seed), get("log_every", s.log_every);
   get("checkpoint_every", s.checkpoint_every), get("recovery_steps", s.recovery_steps);
   if (j.contains("memory")) s.memory = MemoryConfig::from_json(j.at("memory"));
   return s;
@@ -105,7 +105,21 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
     }
     nn::ForwardOptions fo;
     fo.hooks = &hooks;
-    ag::Variable loss = base_.loss(ids, targets, fo, normaliser);
+    ag::Variable loss;
+    if (s.kd > 0) {
+      // Distillation needs the full logits of student and teacher ([B*T, V] each).
+      const int64_t V = base_.config().vocab_size;
+      Tensor teacher;
+      {
+        ag::NoGradGuard no_grad;
+        teacher = base_.logits(ids).data().reshape({-1, V});
+      }
+      ag::Variable logits = ag::reshape(base_.logits(ids, fo), {-1, V});
+      loss = ag::add(ag::cross_entropy(logits, targets.reshape({-1}), normaliser),
+                     ag::scale(ag::kl_div(logits, teacher, normaliser), s.kd));
+    } else {
+      loss = base_.loss(ids, targets, fo, normaliser);
+    }
     loss_sum += loss.data().item();
     if (loss.requires_grad()) loss.backward();
   }

@@ -6,6 +6,8 @@
 //   L = sum of token cross-entropies / (true token count of the accumulated batch)
 //     + lambda1 (s_hat - t) + lambda2 (s_hat - t)^2,   t ramping linearly from 0 over warmup_frac
 // minimised in log_alpha and the memories, maximised in the lambdas (AdamW with a negative lr).
+// With kd > 0 (option, off by default) each token also pays kappa * KL(p_dense || p_model), the
+// teacher being the same frozen weights with no mask and no memory.
 // Parameter groups: log_alpha lr 0.1, lambdas lr 0.1 (ascent), memories lr 1e-3 with linear warmup
 // and cosine decay; no weight decay.
 //
@@ -31,6 +33,7 @@ struct OffloadSettings {
   double warmup_frac = 0.2;  // target ramp
   double lr_gates = 0.1, lr_lambda = 0.1, lr_memory = 1e-3, memory_warmup_frac = 0.05;
   double init_log_alpha = 3.0;
+  double kd = 0.0;  // (ours, option) kappa of the distillation term kappa * KL(p_dense || p_model) per token
   uint64_t seed = 1;
   int64_t log_every = 10, checkpoint_every = 50, recovery_steps = 0;
   MemoryConfig memory;  // memory.lora = memory.kv = false: prune-only

@@ -72,6 +72,10 @@ class Backend {
                                              const Tensor& lse, int64_t chunk, int64_t ignore_index, Tensor& dh,
                                              Tensor& dw) = 0;
 
+  // KL(softmax(teacher) || softmax(logits)) summed over rows -> loss_sum [], and its gradient.
+  virtual void kl_div(const Tensor& logits, const Tensor& teacher, Tensor& loss_sum) = 0;
+  virtual void kl_div_backward(double dloss, const Tensor& logits, const Tensor& teacher, Tensor& dlogits) = 0;
+
   // mode 0 sample(log_alpha, u), 1 deterministic, 2 p_open
   virtual void hard_concrete(int mode, const Tensor& log_alpha, const Tensor& u, Tensor& out) = 0;
   // mode 0: d sample / d log_alpha (needs u), 2: d p_open / d log_alpha

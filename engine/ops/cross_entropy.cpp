@@ -68,6 +68,26 @@ Tensor cross_entropy_backward(double dloss, const Tensor& logits, const Tensor& 
   return dlogits;
 }
 
+Tensor kl_div(const Tensor& logits, const Tensor& teacher_logits) {
+  check_float(logits, "kl_div", "logits");
+  check_dim(logits, 2, "kl_div", "logits [N, V]");
+  check_same_shape(logits, teacher_logits, "kl_div (logits vs teacher logits)");
+  check_same_dtype(logits, teacher_logits, "kl_div (logits vs teacher logits)");
+  check_same_device(logits, teacher_logits, "kl_div (logits vs teacher logits)");
+  Tensor loss = empty_like(logits, {});
+  backend_of(logits).kl_div(logits.contiguous(), teacher_logits.contiguous(), loss);
+  return loss;
+}
+
+Tensor kl_div_backward(double dloss, const Tensor& logits, const Tensor& teacher_logits) {
+  check_float(logits, "kl_div_backward", "logits");
+  check_dim(logits, 2, "kl_div_backward", "logits [N, V]");
+  check_same_shape(logits, teacher_logits, "kl_div_backward (logits vs teacher logits)");
+  Tensor dlogits = empty_like(logits);
+  backend_of(logits).kl_div_backward(dloss, logits.contiguous(), teacher_logits.contiguous(), dlogits);
+  return dlogits;
+}
+
 CrossEntropyOut linear_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, int64_t chunk,
                                      int64_t ignore_index) {
   const char* op = "linear_cross_entropy";

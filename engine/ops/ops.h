@@ -122,6 +122,10 @@ CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets, int64
 Tensor cross_entropy_backward(double dloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
                               int64_t ignore_index = kIgnoreIndex);
 
+// Knowledge distillation: sum over rows of KL(softmax(teacher) || softmax(logits)); both [N, V].
+Tensor kl_div(const Tensor& logits, const Tensor& teacher_logits);  // -> []
+Tensor kl_div_backward(double dloss, const Tensor& logits, const Tensor& teacher_logits);
+
 // Fused lm_head + cross-entropy: logits = h W^T are made `chunk` rows at a time and never held whole
 // (h [N, d], W [V, d]). The backward recomputes each chunk's logits; dw is only made when asked.
 CrossEntropyOut linear_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, int64_t chunk = 256,

@@ -78,6 +78,24 @@ TEST(Trainer, ResumeIsBitIdentical) {
   fs::remove_all(a_dir), fs::remove_all(b_dir);
 }
 
+TEST(Trainer, DistillationTermIsTheKlToTheDenseModel) {
+  nn::Transformer base = tiny_model();
+  // The term vanishes when student and teacher agree, and is positive otherwise.
+  Tensor logits = base.logits(test_ids()).data().reshape({-1, 31});
+  EXPECT_NEAR(ops::kl_div(logits, logits).item(), 0.0, 1e-6);
+  OffloadSettings plain = small_settings(0.3, true, true), kd = plain;
+  kd.kd = 2.0;
+  fs::path a = fresh_dir("kd_a"), b = fresh_dir("kd_b");
+  std::vector<double> loss_plain, loss_kd;
+  OffloadTrainer ta(base, {"x", "y"}, streams(2), plain, a.string()), tb(base, {"x", "y"}, streams(2), kd, b.string());
+  ASSERT_TRUE(ta.run([&](const StepReport& r) { if (r.message.empty()) loss_plain.push_back(r.loss); }));
+  ASSERT_TRUE(tb.run([&](const StepReport& r) { if (r.message.empty()) loss_kd.push_back(r.loss); }));
+  // Same first step (same batch, same gate sample): the kd run pays the extra KL of the sampled mask.
+  ASSERT_FALSE(loss_plain.empty());
+  EXPECT_GT(loss_kd[0], loss_plain[0]);
+  fs::remove_all(a), fs::remove_all(b);
+}
+
 TEST(Export, CompactionPreservesLogitsAndMemoriesReload) {
   nn::Transformer base = tiny_model("qwen2");
   OffloadSettings s = small_settings(0.45, true, true);

@@ -61,6 +61,8 @@ CaseRun run_case(const json& c, DType dtype) {
     r.output = ag::cross_entropy(in("logits"), targets());
   } else if (name == "linear_cross_entropy") {
     r.output = ag::linear_cross_entropy(in("h"), in("w"), targets(), 0, 3);
+  } else if (name == "kl_div") {
+    r.output = ag::kl_div(in("logits"), from_json(c.at("teacher"), dtype), 1.0);
   } else {
     throw Error("unknown reference case " + name);
   }
@@ -99,7 +101,8 @@ INSTANTIATE_TEST_SUITE_P(FusedOps, TorchParity,
                          ::testing::Values("rmsnorm_f32", "rmsnorm_f64", "rope_f32", "rope_f64", "rope_llama3_f32",
                                            "rope_llama3_f64", "swiglu_f32", "swiglu_f64", "attention_gqa_memory_f32",
                                            "attention_gqa_memory_f64", "cross_entropy_f32", "cross_entropy_f64",
-                                           "linear_cross_entropy_f32", "linear_cross_entropy_f64"),
+                                           "linear_cross_entropy_f32", "linear_cross_entropy_f64", "kl_div_f32",
+                                           "kl_div_f64"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
