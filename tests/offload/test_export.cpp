@@ -115,6 +115,11 @@ TEST(Export, CompactionPreservesLogitsAndMemoriesReload) {
   EXPECT_LT(max_rel_error(dense, masked), 1e-5);
   nn::Transformer small = compact(base, mask, {{"target_sparsity", s.target}});
   EXPECT_LT(small.num_parameters(), base.num_parameters());
+  // This mask keeps unequal numbers of query heads in the KV groups of some layer: the case the
+  // compacted attention handles by expanding K/V per query head.
+  bool uneven = false;
+  for (int64_t l = 0; l < small.num_layers(); ++l) uneven = uneven || !small.layer(l).head_group.empty();
+  EXPECT_TRUE(uneven) << "the test mask no longer exercises unequal KV groups; pick another target or seed";
   EXPECT_LT(max_rel_error(small.logits(ids).data(), masked), 1e-5);
   // Save and reload the compacted backbone; attach domain 1's memory.
   small.save((dir / "backbone").string(), DType::f32);
