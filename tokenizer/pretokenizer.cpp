@@ -228,4 +228,16 @@ bool is_safe_split_point(std::string_view text, size_t pos) {
   return at(text, prev).cls != kS && at(text, pos).cls == kS && text[pos] != '\r' && text[pos] != '\n';
 }
 
+std::vector<size_t> safe_split_points(std::string_view text, int parts) {
+  std::vector<size_t> cuts{0};
+  for (int k = 1; k < parts; ++k) {
+    size_t p = std::max(cuts.back() + 1, text.size() * static_cast<size_t>(k) / static_cast<size_t>(parts));
+    while (p < text.size() && !is_safe_split_point(text, p)) ++p;
+    if (p >= text.size()) break;
+    cuts.push_back(p);
+  }
+  cuts.push_back(text.size());
+  return cuts;
+}
+
 }  // namespace koff

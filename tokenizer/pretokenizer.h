@@ -43,5 +43,8 @@ size_t split_pattern_piece_end(SplitPattern pattern, std::string_view text, size
 // follow punctuation), and none looks behind, so matching restarted at pos gives the same
 // pieces as matching from the beginning; this is what lets encoding split long text across threads.
 bool is_safe_split_point(std::string_view text, size_t pos);
+// Cut points 0 = c_0 < c_1 < ... < c_k = text.size() near `parts` equal shares, each a safe split
+// point: the chunks pre-tokenize exactly as the whole text would (used to spread work over threads).
+std::vector<size_t> safe_split_points(std::string_view text, int parts);
 
 }  // namespace koff

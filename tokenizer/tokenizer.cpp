@@ -185,14 +185,7 @@ void Tokenizer::Impl::encode_segment(std::string_view text, bool at_start, std::
     return;
   }
   // Cut at safe points near equal shares; each chunk then pre-tokenizes exactly as the whole would.
-  std::vector<size_t> cuts{0};
-  for (int k = 1; k < threads; ++k) {
-    size_t p = std::max(cuts.back() + 1, text.size() * k / threads);
-    while (p < text.size() && !is_safe_split_point(text, p)) ++p;
-    if (p >= text.size()) break;
-    cuts.push_back(p);
-  }
-  cuts.push_back(text.size());
+  const std::vector<size_t> cuts = safe_split_points(text, threads);
   size_t chunks = cuts.size() - 1;
   std::vector<std::vector<uint32_t>> parts(chunks);
   parallel_for_workers(static_cast<int>(chunks), [&](int c) {

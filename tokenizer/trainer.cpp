@@ -73,14 +73,7 @@ void BpeTrainer::count_segment(std::string_view text) {
     return;
   }
   // Large text: count disjoint chunks (cut where a piece must start) in parallel, then add up.
-  std::vector<size_t> cuts{0};
-  for (int k = 1; k < threads; ++k) {
-    size_t p = std::max(cuts.back() + 1, text.size() * k / threads);
-    while (p < text.size() && !is_safe_split_point(text, p)) ++p;
-    if (p >= text.size()) break;
-    cuts.push_back(p);
-  }
-  cuts.push_back(text.size());
+  const std::vector<size_t> cuts = safe_split_points(text, threads);
   std::vector<PieceCounts> partial(cuts.size() - 1);
   parallel_for_workers(static_cast<int>(partial.size()), [&](int c) {
     count_pieces(options_.pattern, text.substr(cuts[c], cuts[c + 1] - cuts[c]), partial[c]);
