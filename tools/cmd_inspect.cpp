@@ -1,7 +1,9 @@
-// `koff inspect FILE_OR_DIR`: the tensors of a safetensors file or model directory (name, dtype,
-// shape, size) and, for a model directory, a summary of its config.json.
+// `koff inspect FILE_OR_DIR`: the tensors of a safetensors file, model directory or GGUF file (name,
+// dtype, shape, size) and, for a model, a summary of its config (config.json or GGUF metadata);
+// for a GGUF file also its metadata keys.
 #include <filesystem>
 
+#include "engine/io/gguf.h"
 #include "engine/io/model_config.h"
 #include "engine/io/safetensors.h"
 #include "tools/cli.h"
@@ -40,7 +42,7 @@ void print_config(const koff::io::ModelConfig& c) {
 const bool registered = koff::cli::add_command({"inspect", "tensors, shapes, dtypes, sizes; config summary",
     [](CLI::App& sub) {
       auto path = std::make_shared<std::string>();
-      sub.add_option("path", *path, "a .safetensors file or a model directory")->required();
+      sub.add_option("path", *path, "a .safetensors file, a model directory or a .gguf file")->required();
       return [path]() {
         std::vector<std::pair<std::string, koff::io::TensorInfo>> rows;
         if (fs::is_directory(*path)) {
@@ -53,6 +55,19 @@ const bool registered = koff::cli::add_command({"inspect", "tensors, shapes, dty
             info.shape = t.shape();
             info.end = t.nbytes();
             rows.emplace_back(name, info);
+          }
+        } else if (koff::io::is_gguf(*path)) {
+          koff::io::GgufFile f(*path);
+          fmt::print("GGUF v{} | {} metadata keys | {} tensors | alignment {}\n", f.version(), f.keys().size(),
+                     f.tensors().size(), f.alignment());
+          for (const auto& k : f.keys()) fmt::print("metadata {} = {}\n", k, f.get(k).to_string());
+          if (f.has("general.architecture")) print_config(koff::io::gguf_model_config(f));
+          for (const auto& t : f.tensors()) {
+            koff::io::TensorInfo info;
+            info.dtype_name = koff::io::ggml_type(t.type)->name;
+            info.shape = t.shape();
+            info.end = t.nbytes;
+            rows.emplace_back(t.name, info);
           }
         } else {
           koff::io::SafetensorsFile f(*path);

@@ -1,5 +1,5 @@
 // Model commands: `koff logits`, `koff eval`, `koff generate` on a Hugging Face model directory
-// (config.json + safetensors + tokenizer.json).
+// (config.json + safetensors + tokenizer.json) or a GGUF file.
 #include <cstdio>
 #include <filesystem>
 
@@ -8,6 +8,7 @@
 #include "engine/koff/export.h"
 #include "engine/nn/evaluate.h"
 #include "engine/nn/generate.h"
+#include "engine/nn/model_files.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli.h"
 #include "tools/progress.h"
@@ -16,11 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-koff::Tokenizer load_tokenizer(const std::string& model_dir) {
-  const std::string path = model_dir + "/tokenizer.json";
-  if (!fs::exists(path)) throw koff::Error(fmt::format("{}: no tokenizer.json in the model directory", model_dir));
-  return koff::Tokenizer::from_file(path);
-}
+using koff::nn::load_tokenizer;  // tokenizer.json, or the one a GGUF file's metadata describes
 
 std::vector<int64_t> parse_ids(const std::string& text) {
   std::vector<int64_t> ids;
@@ -46,7 +43,7 @@ const bool logits_registered = koff::cli::add_command({"logits", "float32 logits
     [](CLI::App& sub) {
       auto model = std::make_shared<std::string>(), ids = std::make_shared<std::string>(),
            out = std::make_shared<std::string>();
-      sub.add_option("--model", *model, "model directory")->required();
+      sub.add_option("--model", *model, "model directory or GGUF file")->required();
       sub.add_option("--ids", *ids, "comma-separated token ids, e.g. 1,2,3")->required();
       sub.add_option("--out", *out, "output .npy file")->required();
       return [=]() {
@@ -71,7 +68,7 @@ const bool eval_registered = koff::cli::add_command({"eval", "held-out perplexit
         int64_t seq = 256, max_windows = 0;
       };
       auto o = std::make_shared<Options>();
-      sub.add_option("--model", o->model, "model directory")->required();
+      sub.add_option("--model", o->model, "model directory or GGUF file")->required();
       sub.add_option("--memory", o->memory, "a domain memory exported by koff offload (memories/<domain>)");
       sub.add_option("--data", o->data,
                      "a text file (paragraphs separated by blank lines), or a data directory: every <domain>/valid.txt")
@@ -115,7 +112,7 @@ const bool generate_registered = koff::cli::add_command({"generate", "generate t
         uint64_t seed = 0;
       };
       auto o = std::make_shared<Options>();
-      sub.add_option("--model", o->model, "model directory")->required();
+      sub.add_option("--model", o->model, "model directory or GGUF file")->required();
       sub.add_option("--prompt", o->prompt, "prompt text")->required();
       sub.add_option("--memory", o->memory, "a domain memory exported by koff offload (memories/<domain>)");
       sub.add_option("-n,--max-new-tokens", o->max_new_tokens, "tokens to generate")->capture_default_str();

@@ -53,7 +53,7 @@ const bool offload_registered = koff::cli::add_command({"offload", "learn a mask
     [](CLI::App& sub) {
       auto job = std::make_shared<OffloadJob>();
       auto no_lora = std::make_shared<bool>(false), no_kv = std::make_shared<bool>(false);
-      sub.add_option("--model", job->model_dir, "base model directory (config.json, safetensors, tokenizer.json)")->required();
+      sub.add_option("--model", job->model_dir, "base model: a directory (config.json, safetensors, tokenizer.json) or a GGUF file")->required();
       sub.add_option("--data", job->data_dir, "data directory: <domain>/train.txt and <domain>/valid.txt")->required();
       sub.add_option("--target", job->settings.target, "target sparsity of the prunable size, in [0, 1)")->required();
       sub.add_option("--out", job->out_dir, "run directory")->required();

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/nn/model_files.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli.h"
 
@@ -70,7 +71,9 @@ std::vector<uint32_t> parse_ids(const std::string& line, size_t line_no) {
 }
 
 int run(const TokenizeOptions& opt) {
-  koff::Tokenizer tok = koff::Tokenizer::from_file(opt.tokenizer);
+  // A GGUF model's tokenizer lives in its metadata (tokenizer.ggml.*).
+  koff::Tokenizer tok = koff::nn::is_gguf_model(opt.tokenizer) ? koff::nn::load_tokenizer(opt.tokenizer)
+                                                               : koff::Tokenizer::from_file(opt.tokenizer);
   if (opt.threads > 0) tok.set_num_threads(opt.threads);
   std::ios::sync_with_stdio(false);
   std::string line, out;
@@ -114,7 +117,7 @@ const bool registered = koff::cli::add_command(
     {"tokenize", "text on stdin to token ids on stdout (one line of ids per input line), or back with --decode",
      [](CLI::App& sub) {
        auto opt = std::make_shared<TokenizeOptions>();
-       sub.add_option("--tokenizer", opt->tokenizer, "Hugging Face tokenizer.json")->required();
+       sub.add_option("--tokenizer", opt->tokenizer, "Hugging Face tokenizer.json, or a GGUF model file")->required();
        sub.add_flag("--decode", opt->decode, "read lines of ids (space or comma separated), write the text");
        sub.add_flag("--no-special-tokens", opt->no_special_tokens,
                     "do not add the post-processor's tokens (e.g. BOS) when encoding");

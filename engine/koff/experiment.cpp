@@ -11,6 +11,7 @@
 #include "engine/io/atomic_file.h"
 #include "engine/koff/export.h"
 #include "engine/nn/evaluate.h"
+#include "engine/nn/model_files.h"
 
 namespace koff::offload {
 
@@ -33,9 +34,7 @@ void validate(const OffloadJob& job) {
   KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random", "--kv-init must be text or random, got '{}'",
              s.memory.kv_init);
   KOFF_CHECK(job.save_dtype == "f32" || job.save_dtype == "bf16", "--save-dtype must be f32 or bf16");
-  KOFF_CHECK(fs::is_directory(job.model_dir), "model directory {} does not exist", job.model_dir);
-  KOFF_CHECK(fs::exists(fs::path(job.model_dir) / "tokenizer.json"), "{}: no tokenizer.json", job.model_dir);
-  (void)io::load_config(fs::path(job.model_dir) / "config.json");
+  nn::check_model_files(job.model_dir);  // a model directory or a GGUF file
   for (const auto& d : data::list_domains(job.data_dir)) {
     (void)data::read_paragraphs(d.train);
     (void)data::read_paragraphs(d.valid);
@@ -130,7 +129,7 @@ bool run_offload(const OffloadJob& job) {
     if (job.progress) job.progress({"", 0, 0, 0, 0, 0, 0, 0, 0, 0, m});
   };
   nn::Transformer base = nn::Transformer::load(job.model_dir, DType::f32);
-  Tokenizer tok = Tokenizer::from_file((fs::path(job.model_dir) / "tokenizer.json").string());
+  Tokenizer tok = nn::load_tokenizer(job.model_dir);
   const auto& eos_ids = base.config().eos_token_ids;
   const int64_t eos = eos_ids.empty() ? -1 : eos_ids.front();
   std::vector<std::string> names;
@@ -158,8 +157,7 @@ bool run_offload(const OffloadJob& job) {
                      {"variant", variant_name(s.memory)}, {"settings", s.to_json()}};
   nn::Transformer backbone = compact(base, mask, provenance);
   backbone.save((out / "backbone").string(), job.save_dtype == "bf16" ? DType::bf16 : DType::f32);
-  fs::copy_file(fs::path(job.model_dir) / "tokenizer.json", out / "backbone" / "tokenizer.json",
-                fs::copy_options::overwrite_existing);
+  io::write_file_atomic(out / "backbone" / "tokenizer.json", nn::tokenizer_json_text(job.model_dir));
   // Evaluate what was exported: the backbone as saved, reloaded.
   nn::Transformer saved = nn::Transformer::load((out / "backbone").string(), DType::f32);
   std::vector<LoadedMemory> memories;

@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 
+#include "engine/io/gguf.h"
 #include "engine/io/safetensors.h"
 #include "engine/tensor/random.h"
 
@@ -142,6 +144,15 @@ void Transformer::init_random(uint64_t seed) {
 }
 
 Transformer Transformer::load(const std::string& dir, DType dtype) {
+  if (io::is_gguf(dir)) {  // one llama.cpp file: config from its metadata, weights dequantised
+    io::GgufFile file(dir);
+    io::ModelConfig config = io::gguf_model_config(file);
+    Transformer model(config, dtype);
+    std::map<std::string, Tensor> weights;
+    for (auto& [name, t] : io::gguf_model_tensors(file, config, dtype)) weights.emplace(name, std::move(t));
+    for (auto& [name, v] : model.named_parameters()) const_cast<Variable&>(v).mutable_data() = weights.at(name);
+    return model;
+  }
   io::ModelConfig config = io::load_config(dir + "/config.json");
   io::Checkpoint ckpt(dir);
   io::check_tensors(ckpt, config);

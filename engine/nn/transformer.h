@@ -66,7 +66,8 @@ class Transformer {
   // Allocates weights for `config` (uninitialised; call init_random or load).
   Transformer(const io::ModelConfig& config, DType dtype = DType::f32);
 
-  // Loads a Hugging Face model directory (config.json + safetensors, sharded or not). Frozen.
+  // Loads a Hugging Face model directory (config.json + safetensors, sharded or not), or a GGUF file
+  // (dequantised; see engine/io/gguf.h). Frozen.
   static Transformer load(const std::string& dir, DType dtype = DType::f32);
   // Writes config.json + model.safetensors (weights stored as `dtype`).
   void save(const std::string& dir, DType dtype = DType::bf16) const;
