@@ -1,7 +1,11 @@
-// Entry points of the CUDA backend that the host side (tools/, tests/) calls.
+// Entry points of the CUDA backend that the host side (tools/, tests/, bench/) calls.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
+
+#include "engine/ops/ops.h"
 
 namespace koff::cuda {
 
@@ -9,11 +13,37 @@ namespace koff::cuda {
 // runtime (as on the CPU-only build machines). Never throws.
 int device_count();
 
-// Registers the CUDA caching allocator for DeviceType::CUDA when a GPU is present. Returns whether
-// it did. Safe to call more than once.
+// Registers the CUDA caching allocator and the CUDA backend (cuda/backend.cpp) for DeviceType::CUDA
+// when a GPU is present. Returns whether it did. Safe to call more than once.
 bool register_if_available();
 
 // One line describing the GPUs, or why there are none ("no GPU: <driver error>").
 std::string describe_devices();
+
+// Waits for all work queued on the backend's stream of `device`, then raises any device-side index
+// error as koff::Error.
+void synchronize(int device = 0);
+
+// Test aid: while on, every block the caching allocator hands out is first filled with 0xFF bytes
+// (NaN in f32 and bf16), so an output a kernel fails to write shows up as NaN.
+void set_poison_allocations(bool on);
+
+// ---- profiling (koff offload --profile, bench/cuda) -------------------------------------------
+// While on, every backend op is bracketed by CUDA events on its stream (NVTX ranges are always
+// there, for Nsight). profile_collect() synchronises and returns GPU milliseconds per op name,
+// largest first, then clears.
+void set_profiling(bool on);
+struct OpTime {
+  std::string name;
+  double ms = 0;
+  int64_t calls = 0;
+};
+std::vector<OpTime> profile_collect();
+
+// Multi-tensor AdamW over f32 tensors on one device: one launch per 64 tensors instead of one per
+// tensor (the trainables of a KOFF step are hundreds of small LoRA/gate/memory tensors).
+void adamw_multi(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                 const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, const ops::AdamWConfig& config,
+                 int64_t step);
 
 }  // namespace koff::cuda

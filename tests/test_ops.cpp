@@ -3,7 +3,9 @@
 //   2. forward in f32 against the same reference                          rel. error < 1e-5
 //   3. backward against central finite differences in f64                 (autograd/gradcheck)
 //   4. every other registered backend (CUDA when present) against the CPU backend, forward and
-//      backward, with outputs poisoned first; skipped where no such backend is present.
+//      backward, in f32 (rel. error < 1e-5) and in bf16 (< 1e-2, against the CPU in f32 on the same
+//      bf16-rounded inputs), with every device allocation poisoned (NaN) first and NaN never passing;
+//      skipped where no such backend is present.
 // A new op is one entry in cases(); a new backend needs nothing here.
 //
 // Inputs are fresh random numbers each run; the seed is printed on failure and can be fixed with
@@ -19,6 +21,10 @@
 #include "engine/ops/backend.h"
 #include "engine/tensor/random.h"
 #include "tests/reference.h"
+
+#ifdef KOFF_HAVE_CUDA
+#include "cuda/device.h"
+#endif
 
 namespace koff {
 namespace {
@@ -146,7 +152,12 @@ std::vector<OpCase> cases() {
     if (scaled) s = {8.0, 1.0, 4.0, 64};  // small original context so all three frequency bands occur
     c.push_back({scaled ? "rope_llama3" : "rope", {{{2, 3, 2, 16}}}, {},
                  [s](const Vars& v, const Tensors&) {
-                   auto tables = ops::rope_tables(5, 3, 16, 10000.0, s, v[0].dtype());
+                   // Tables are made in f32/f64 on the host, then cast and moved to x's dtype and device.
+                   const DType table_dtype = v[0].dtype() == DType::f64 ? DType::f64 : DType::f32;
+                   auto tables = ops::rope_tables(5, 3, 16, 10000.0, s, table_dtype);
+                   const Device device = v[0].data().device();
+                   tables.cos = tables.cos.to(v[0].dtype()).to(device);
+                   tables.sin = tables.sin.to(v[0].dtype()).to(device);
                    return ag::rope(v[0], tables);
                  },
                  [s](const Tensors& x, const Tensors&) { return ref::rope(x[0], 5, ref::rope_inv_freq(16, 10000.0, s)); }});
@@ -301,22 +312,58 @@ TEST_P(OpHarness, GradientMatchesFiniteDifferences) {
   EXPECT_GT(r.checked, 0);
 }
 
-// Every backend other than the CPU against the CPU backend, forward and backward.
+// Every backend other than the CPU against the CPU backend, forward and backward. bf16 runs are
+// compared with the CPU in f32 on the same bf16-rounded inputs (the CPU backend has no bf16).
+Tensor round_bf16(const Tensor& t) {
+  return is_floating(t.dtype()) ? t.to(DType::f32).to(DType::bf16).to(DType::f32).to(t.dtype()) : t;
+}
+
+#ifdef KOFF_HAVE_CUDA
+// Every device block handed out during the comparison starts as NaN (0xFF bytes).
+struct PoisonAllocations {
+  PoisonAllocations() { cuda::set_poison_allocations(true); }
+  ~PoisonAllocations() { cuda::set_poison_allocations(false); }
+};
+#endif
+
 TEST_P(OpHarness, BackendsMatchCpu) {
+#ifdef KOFF_HAVE_CUDA
+  cuda::register_if_available();
+  PoisonAllocations poison;
+#endif
   if (!has_backend(DeviceType::CUDA)) GTEST_SKIP() << "no CUDA backend/GPU present: nothing to compare";
   SCOPED_TRACE(trace_);
   const OpCase& op = GetParam();
-  for (DType dtype : {DType::f32}) {
-    Vars cpu = make_vars(dtype), dev = make_vars(dtype, Device::cuda(0));
-    Tensor w = rand_uniform(op.forward(cpu, aux_).shape(), Philox(test_seed(), 98), -1, 1, dtype);
-    Variable out_cpu = op.forward(cpu, aux_), out_dev = op.forward(dev, aux_on(Device::cuda(0)));
-    EXPECT_LT(max_rel_error(out_dev.data().to(Device::cpu()), out_cpu.data()), 1e-5);
-    ag::dot(out_cpu, Variable(w)).backward();
-    ag::dot(out_dev, Variable(w.to(Device::cuda(0)))).backward();
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const bool bf = dtype == DType::bf16;
+    const double tol = bf ? 1e-2 : 1e-5;
+    Vars cpu, dev = make_vars(dtype, Device::cuda(0));
+    Tensors aux_cpu = aux_;
+    if (bf) {
+      for (size_t i = 0; i < inputs64_.size(); ++i)
+        cpu.emplace_back(round_bf16(inputs64_[i]).to(DType::f32), op.inputs[i].grad, fmt::format("x{}", i));
+      for (auto& t : aux_cpu) t = round_bf16(t);
+    } else {
+      cpu = make_vars(dtype);
+    }
+    Tensors aux_dev;
+    for (const auto& t : aux_cpu) aux_dev.push_back(t.to(Device::cuda(0)));
+    Variable out_cpu = op.forward(cpu, aux_cpu), out_dev = op.forward(dev, aux_dev);
+    Tensor got = out_dev.data().to(Device::cpu()).to(DType::f32), want = out_cpu.data().to(DType::f32);
+    ASSERT_EQ(shape_str(got.shape()), shape_str(want.shape()));
+    EXPECT_FALSE(has_non_finite(got));
+    EXPECT_LT(max_rel_error(got, want), tol);
+    Tensor w = rand_uniform(out_cpu.data().shape(), Philox(test_seed(), 98), -1, 1, DType::f32);
+    if (bf) w = round_bf16(w);
+    ag::dot(out_cpu, Variable(w.to(out_cpu.data().dtype()))).backward();
+    ag::dot(out_dev, Variable(w.to(out_dev.data().dtype()).to(Device::cuda(0)))).backward();
     for (size_t i = 0; i < cpu.size(); ++i) {
       if (!cpu[i].requires_grad()) continue;
       ASSERT_TRUE(dev[i].grad().defined()) << "input " << i;
-      EXPECT_LT(max_rel_error(dev[i].grad().to(Device::cpu()), cpu[i].grad()), 1e-5) << "input " << i;
+      Tensor g = dev[i].grad().to(Device::cpu()).to(DType::f32);
+      EXPECT_FALSE(has_non_finite(g)) << "input " << i;
+      EXPECT_LT(max_rel_error(g, cpu[i].grad().to(DType::f32)), tol) << "input " << i;
     }
   }
 }

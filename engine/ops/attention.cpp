@@ -40,7 +40,7 @@ Tensor contiguous_or_undefined(const Tensor& t) { return t.defined() ? t.contigu
 AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
                        double scale, bool causal) {
   check_attention_inputs(q, k, v, mem_k, mem_v, "attention");
-  AttentionOut r{empty_like(q), empty_like(q, {q.size(0), q.size(1), q.size(2)})};
+  AttentionOut r{empty_like(q), empty_stat(q, {q.size(0), q.size(1), q.size(2)})};
   backend_of(q).attention(q.contiguous(), k.contiguous(), v.contiguous(), contiguous_or_undefined(mem_k),
                           contiguous_or_undefined(mem_v), scale, causal, r.out, r.lse);
   return r;
@@ -53,7 +53,7 @@ AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Ten
   check_attention_inputs(q, k, v, mem_k, mem_v, op);
   check_like(q, dout, op, "dout");
   check_like(q, out, op, "out");
-  check_compatible(q, lse, op, "lse");
+  check_stat(q, lse, op, "lse");
   const Shape lse_shape{q.size(0), q.size(1), q.size(2)};
   KOFF_CHECK(lse.shape() == lse_shape, "{}: lse {} does not match q {} (expected {})", op, shape_str(lse.shape()),
              shape_str(q.shape()), shape_str(lse_shape));

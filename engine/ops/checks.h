@@ -41,6 +41,19 @@ inline void check_like(const Tensor& a, const Tensor& b, const char* op, const c
   check_same_shape(a, b, op);
 }
 
+// Statistics a backward re-reads (attention/cross-entropy lse, RMSNorm rstd) and loss sums: f64 for
+// f64 inputs, f32 otherwise (a bf16 lse would put ~0.4% errors into every recomputed probability).
+inline DType stat_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
+inline Tensor empty_stat(const Tensor& t, const Shape& shape) {
+  return Tensor::empty(shape, stat_dtype(t.dtype()), t.device());
+}
+inline void check_stat(const Tensor& x, const Tensor& s, const char* op, const char* what) {
+  check_defined(s, op, what);
+  check_same_device(x, s, op);
+  KOFF_CHECK(s.dtype() == stat_dtype(x.dtype()), "{}: {} must be {} for {} inputs, got {}", op, what,
+             dtype_name(stat_dtype(x.dtype())), dtype_name(x.dtype()), dtype_name(s.dtype()));
+}
+
 inline Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
 inline Tensor empty_like(const Tensor& t, const Shape& shape) { return Tensor::empty(shape, t.dtype(), t.device()); }
 

@@ -21,7 +21,7 @@ void check_targets(const Tensor& rows_of, const Tensor& targets, const char* op)
 }
 
 void check_lse(const Tensor& rows_of, const Tensor& lse, const char* op) {
-  check_compatible(rows_of, lse, op, "lse");
+  check_stat(rows_of, lse, op, "lse");
   KOFF_CHECK(lse.dim() == 1 && lse.size(0) == rows_of.size(0), "{}: lse {} does not match the {} rows of {}", op,
              shape_str(lse.shape()), rows_of.size(0), shape_str(rows_of.shape()));
 }
@@ -49,7 +49,7 @@ CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets, int64
   check_float(logits, "cross_entropy", "logits");
   check_dim(logits, 2, "cross_entropy", "logits [N, V]");
   check_targets(logits, targets, "cross_entropy");
-  CrossEntropyOut r{empty_like(logits, {}), empty_like(logits, {logits.size(0)}), 0};
+  CrossEntropyOut r{empty_stat(logits, {}), empty_stat(logits, {logits.size(0)}), 0};
   r.count =
       backend_of(logits).cross_entropy(logits.contiguous(), targets.contiguous(), ignore_index, r.loss_sum, r.lse);
   return r;
@@ -74,7 +74,7 @@ Tensor kl_div(const Tensor& logits, const Tensor& teacher_logits) {
   check_same_shape(logits, teacher_logits, "kl_div (logits vs teacher logits)");
   check_same_dtype(logits, teacher_logits, "kl_div (logits vs teacher logits)");
   check_same_device(logits, teacher_logits, "kl_div (logits vs teacher logits)");
-  Tensor loss = empty_like(logits, {});
+  Tensor loss = empty_stat(logits, {});
   backend_of(logits).kl_div(logits.contiguous(), teacher_logits.contiguous(), loss);
   return loss;
 }
@@ -93,7 +93,7 @@ CrossEntropyOut linear_cross_entropy(const Tensor& h, const Tensor& w, const Ten
   const char* op = "linear_cross_entropy";
   check_linear_ce(h, w, chunk, op);
   check_targets(h, targets, op);
-  CrossEntropyOut r{empty_like(h, {}), empty_like(h, {h.size(0)}), 0};
+  CrossEntropyOut r{empty_stat(h, {}), empty_stat(h, {h.size(0)}), 0};
   r.count = backend_of(h).linear_cross_entropy(h.contiguous(), w.contiguous(), targets.contiguous(), chunk,
                                                ignore_index, r.loss_sum, r.lse);
   count_chunked_gemms(h.size(0), w.size(0), h.size(1), chunk, 1);

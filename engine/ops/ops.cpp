@@ -239,7 +239,7 @@ void check_norm_weight(const Tensor& x, const Tensor& w, const char* op) {
 RmsNormOut rmsnorm(const Tensor& x, const Tensor& w, double eps) {
   check_float(x, "rmsnorm", "x");
   check_norm_weight(x, w, "rmsnorm");
-  RmsNormOut r{empty_like(x), empty_like(x, leading(x.shape()))};
+  RmsNormOut r{empty_like(x), empty_stat(x, leading(x.shape()))};
   backend_of(x).rmsnorm(x.contiguous(), w.contiguous(), eps, r.y, r.rstd);
   return r;
 }
@@ -248,7 +248,7 @@ RmsNormGrads rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w
   check_float(x, "rmsnorm_backward", "x");
   check_norm_weight(x, w, "rmsnorm_backward");
   check_like(x, dy, "rmsnorm_backward", "dy");
-  check_compatible(x, rstd, "rmsnorm_backward", "rstd");
+  check_stat(x, rstd, "rmsnorm_backward", "rstd");
   KOFF_CHECK(rstd.shape() == leading(x.shape()), "rmsnorm_backward: rstd {} does not match x {}",
              shape_str(rstd.shape()), shape_str(x.shape()));
   RmsNormGrads g{empty_like(x), empty_like(w)};

@@ -49,7 +49,7 @@ Tensor embedding_backward(const Tensor& dy, const Tensor& ids, int64_t vocab);
 // ---- RMSNorm -------------------------------------------------------------------------------
 struct RmsNormOut {
   Tensor y;     // [..., d]
-  Tensor rstd;  // [...]  1 / sqrt(mean(x^2) + eps), saved for the backward
+  Tensor rstd;  // [...]  1 / sqrt(mean(x^2) + eps), saved for the backward; f64 for f64 x, else f32
 };
 RmsNormOut rmsnorm(const Tensor& x, const Tensor& w, double eps);
 struct RmsNormGrads {
@@ -97,7 +97,7 @@ Tensor softmax_backward(const Tensor& dy, const Tensor& y);        // y = softma
 // per (b, t, h) for the backward, which recomputes the probabilities (no T x T tensor is kept).
 struct AttentionOut {
   Tensor out;  // [B, Tq, H, hd]
-  Tensor lse;  // [B, Tq, H], f32/f64 like q
+  Tensor lse;  // [B, Tq, H]: f64 for f64 q, else f32 (bf16 q too)
 };
 AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
                        const Tensor& mem_v, double scale, bool causal = true);
@@ -112,8 +112,8 @@ AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Ten
 // Targets i32/i64 [N]; a target equal to ignore_index contributes nothing. loss_sum is the SUM over
 // counted rows (shape []); callers divide by the true token count of the accumulated batch.
 struct CrossEntropyOut {
-  Tensor loss_sum;  // []
-  Tensor lse;       // [N]
+  Tensor loss_sum;  // []   f64 for f64 logits, else f32 (bf16 logits too)
+  Tensor lse;       // [N]  likewise
   int64_t count = 0;
 };
 constexpr int64_t kIgnoreIndex = -100;

@@ -21,6 +21,15 @@ class Allocator {
   // Copies nbytes between any two devices of which at least one is this allocator's type.
   virtual void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) = 0;
   virtual void memset_zero(void* ptr, size_t nbytes, int device_index) = 0;
+  // Copies a strided view into another on this allocator's device (both pointers on `device_index`),
+  // converting the element type; shape and strides in elements, ndim dims. Returns false when this
+  // allocator cannot (the caller then moves the bytes through the host). The CUDA allocator does it
+  // with a kernel, so contiguous(), transposes and dtype casts of device tensors stay on the device.
+  virtual bool copy_strided(void* /*dst*/, DType /*dst_dtype*/, const int64_t* /*dst_strides*/, const void* /*src*/,
+                            DType /*src_dtype*/, const int64_t* /*src_strides*/, const int64_t* /*shape*/,
+                            int /*ndim*/, int /*device_index*/) {
+    return false;
+  }
 };
 
 // Registers the allocator for a device type (the CUDA backend does this). Not thread-safe: call at

@@ -269,6 +269,25 @@ void Tensor::copy_(const Tensor& src) {
   KOFF_CHECK(shape_ == src.shape_, "copy_: destination shape {} differs from source shape {}", shape_str(shape_),
              shape_str(src.shape_));
   if (numel() == 0) return;  // empty tensors own no memory (null data): nothing to move
+  if (!device().is_cpu() && device() == src.device()) {
+    // Same accelerator: strided copies and dtype conversions run on the device when its allocator can
+    // (an overlapping source is first copied out whole).
+    Allocator& alloc = allocator_for(device());
+    Tensor s = src;
+    if (same_storage(src) && !(is_contiguous() && src.is_contiguous() && offset_ == src.offset_)) {
+      s = empty(src.shape_, src.dtype_, src.device());
+      if (!alloc.copy_strided(s.raw_data(), s.dtype_, s.strides_.data(), src.raw_data(), src.dtype_,
+                              src.strides_.data(), shape_.data(), static_cast<int>(dim()), device().index))
+        s = src;
+    }
+    if (!same_storage(s) || s.raw_data() != raw_data() || s.dtype_ != dtype_ || s.strides_ != strides_) {
+      if (alloc.copy_strided(raw_data(), dtype_, strides_.data(), s.raw_data(), s.dtype_, s.strides_.data(),
+                             shape_.data(), static_cast<int>(dim()), device().index))
+        return;
+    } else {
+      return;  // the same elements in the same layout: nothing to do
+    }
+  }
   if (!device().is_cpu() || !src.device().is_cpu()) {
     // Cross-device copies move bytes of contiguous tensors; conversion happens on the host.
     KOFF_CHECK(is_contiguous(), "copy_ into a non-contiguous {} tensor", device().str());

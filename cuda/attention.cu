@@ -1,0 +1,500 @@
+// Fused attention, FlashAttention style, on CUDA cores: GQA, the causal mask and per-KV-head memory
+// slots, bf16 or f32 I/O with f32 math. The math and layouts are those of engine/cpu/attention.h:
+//   q/out/dq/dout [B, Tq, H, hd], k/v/dk/dv [B, Tk, G, hd], mem_*/dmem_* [B, m, G, hd], lse [B, Tq, H] f32.
+//   Query (b, i, h) of KV group g = h / (H/G) sees [m memory slots ; real keys 0 .. n_i - 1] with
+//   n_i = clamp(i + Tk - Tq + 1, 0, Tk) when causal, Tk otherwise; s = scale q.k, lse = log sum exp s,
+//   out = sum exp(s - lse) v. A row that sees no key gets out = 0, lse = -inf.
+//
+// Keys are addressed by a virtual index kk in [0, m + Tk): kk < m is memory slot kk, else real key
+// kk - m. No [Tq, Tk] matrix exists anywhere: scores live in registers, one key per lane.
+//
+// Forward (attention_fwd_kernel): a block is 8 warps x R query rows (64 rows), rows being consecutive
+// (position, head-of-group) pairs of one (b, g), so the K/V tile in shared memory serves every query
+// head of the group. Per 32-key tile: lane j computes the score of key j for the warp's R rows, the
+// warp updates each row's running max (shuffles), and lane t accumulates output dims t, t+32, ...
+// with p_j broadcast by shuffle (online softmax, FlashAttention-2 order). Causal blocks stop at the
+// last key their last row sees.
+//
+// Backward recomputes p = exp(s - lse) and uses D = dout . out (attention_dsum_kernel):
+//   ds = p (dout . v - D);  dq = scale sum ds k  (attention_dq_kernel: same tiling as the forward)
+//   dv = sum p dout, dk = scale sum ds q        (attention_dkv_kernel: a block owns 8R keys and walks
+//                                                the query rows that can see them, 32 at a time)
+// Each output element has exactly one writer: no atomics, deterministic.
+//
+// Shared memory (f32 tiles, rows of K/Q read lane-per-row padded to HD+1 against bank conflicts):
+//   forward  (64 + 32) x HD + 32 x (HD+1) floats (64.1 KiB at HD=128)
+//   dq       128 x HD + 64 x (HD+1) floats (96.3 KiB at HD=128); dkv 2 x 8R x HD + 64 x (HD+1) + 96
+// above 48 KiB, hence cudaFuncSetAttribute before each launch. HD is the head-dim bound (64/128/256)
+// a kernel is built for; the runtime head_dim may be smaller (zero-padded tiles).
+#include "cuda/common.cuh"
+
+namespace koff::cuda {
+
+namespace {
+
+constexpr int kWarps = 8, kThreads = kWarps * 32, kKeyTile = 32, kQueryTile = 32;
+
+struct Args {
+  const void *q, *k, *v, *mk, *mv, *dout, *out;
+  void *o, *dq, *dk, *dv, *dmk, *dmv;
+  const float* lse;
+  float* lse_out;
+  float* dsum;
+  int64_t B, Tq, Tk, H, G, M, hd;
+  float scale;
+  bool causal;
+  int64_t ppb;  // query positions per block (forward and dq)
+};
+
+__device__ __forceinline__ int64_t visible(const Args& a, int64_t i) {
+  if (!a.causal) return a.Tk;
+  const int64_t n = i + a.Tk - a.Tq + 1;
+  return n < 0 ? 0 : (n > a.Tk ? a.Tk : n);
+}
+
+// Element offset of key kk's row (memory or real) for (b, g); `mem` selects which array it lives in.
+__device__ __forceinline__ int64_t key_offset(const Args& a, int64_t b, int64_t g, int64_t kk, bool& mem) {
+  mem = kk < a.M;
+  return mem ? ((b * a.M + kk) * a.G + g) * a.hd : ((b * a.Tk + (kk - a.M)) * a.G + g) * a.hd;
+}
+
+// Loads rows [r0, r0 + nrows) of the query-side tensor x (q, dout or out) for block (b, g) into
+// dst[r * stride + c], rows r = position * rep + head-in-group, zeros outside the tensor or c >= hd.
+template <typename T, int HD>
+__device__ __forceinline__ void load_query_rows(const Args& a, const T* x, int64_t b, int64_t g, int64_t rr0,
+                                                int nrows, float* dst, int stride) {
+  const int64_t rep = a.H / a.G, total = a.Tq * rep;
+  for (int idx = threadIdx.x; idx < nrows * HD; idx += kThreads) {
+    const int r = idx / HD, c = idx % HD;
+    const int64_t rr = rr0 + r;
+    float val = 0.0f;
+    if (rr < total && c < a.hd) {
+      const int64_t pos = rr / rep, h = g * rep + rr % rep;
+      val = ld(x, ((b * a.Tq + pos) * a.H + h) * a.hd + c);
+    }
+    dst[r * stride + c] = val;
+  }
+}
+
+// Loads keys [kk0, kk0 + nkeys) of K (and V) for (b, g): zeros past `limit` or c >= hd.
+template <typename T, int HD>
+__device__ __forceinline__ void load_keys(const Args& a, const T* real, const T* mem, int64_t b, int64_t g,
+                                          int64_t kk0, int nkeys, int64_t limit, float* dst, int stride) {
+  for (int idx = threadIdx.x; idx < nkeys * HD; idx += kThreads) {
+    const int j = idx / HD, c = idx % HD;
+    const int64_t kk = kk0 + j;
+    float val = 0.0f;
+    if (kk < limit && c < a.hd) {
+      bool in_mem;
+      const int64_t off = key_offset(a, b, g, kk, in_mem);
+      val = in_mem ? ld(mem, off + c) : ld(real, off + c);
+    }
+    dst[j * stride + c] = val;
+  }
+}
+
+template <typename T, int HD, int R>
+__global__ void __launch_bounds__(kThreads) attention_fwd_kernel(Args a) {
+  constexpr int ROWS = kWarps * R, DPL = HD / 32, KS = HD + 1;
+  extern __shared__ float smem[];
+  float* sQ = smem;               // [ROWS][HD]
+  float* sK = sQ + ROWS * HD;     // [kKeyTile][KS]
+  float* sV = sK + kKeyTile * KS;  // [kKeyTile][HD]
+  const int64_t b = blockIdx.z, g = blockIdx.y, rep = a.H / a.G;
+  const int64_t i0 = int64_t(blockIdx.x) * a.ppb;
+  const int64_t npos = a.Tq - i0 < a.ppb ? a.Tq - i0 : a.ppb;
+  const int rows_used = int(npos * rep);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const T* q = static_cast<const T*>(a.q);
+  load_query_rows<T, HD>(a, q, b, g, i0 * rep, ROWS, sQ, HD);
+
+  const int64_t total = a.M + visible(a, i0 + npos - 1);
+  int64_t nvis[R];
+  float m_run[R], l_run[R], o[R][DPL];
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const int r = warp * R + i;
+    nvis[i] = r < rows_used ? a.M + visible(a, i0 + r / rep) : 0;
+    m_run[i] = -INFINITY;
+    l_run[i] = 0.0f;
+#pragma unroll
+    for (int t = 0; t < DPL; ++t) o[i][t] = 0.0f;
+  }
+  const T* kr = static_cast<const T*>(a.k);
+  const T* vr = static_cast<const T*>(a.v);
+  const T* km = static_cast<const T*>(a.mk);
+  const T* vm = static_cast<const T*>(a.mv);
+  for (int64_t kk0 = 0; kk0 < total; kk0 += kKeyTile) {
+    __syncthreads();  // the previous tile is consumed (and sQ is loaded, the first time)
+    load_keys<T, HD>(a, kr, km, b, g, kk0, kKeyTile, total, sK, KS);
+    load_keys<T, HD>(a, vr, vm, b, g, kk0, kKeyTile, total, sV, HD);
+    __syncthreads();
+    float s[R];
+#pragma unroll
+    for (int i = 0; i < R; ++i) s[i] = 0.0f;
+#pragma unroll 4
+    for (int c = 0; c < a.hd; ++c) {
+      const float kc = sK[lane * KS + c];
+#pragma unroll
+      for (int i = 0; i < R; ++i) s[i] += sQ[(warp * R + i) * HD + c] * kc;
+    }
+    const int64_t kk = kk0 + lane;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      const float si = kk < nvis[i] ? s[i] * a.scale : -INFINITY;
+      const float mnew = fmaxf(m_run[i], warp_max(si));
+      const float p = mnew == -INFINITY ? 0.0f : expf(si - mnew);
+      const float corr = m_run[i] == -INFINITY ? 0.0f : expf(m_run[i] - mnew);
+      l_run[i] = l_run[i] * corr + p;
+#pragma unroll
+      for (int t = 0; t < DPL; ++t) o[i][t] *= corr;
+      m_run[i] = mnew;
+      s[i] = p;
+    }
+    const int jmax = total - kk0 < kKeyTile ? int(total - kk0) : kKeyTile;
+    for (int j = 0; j < jmax; ++j) {
+      float vv[DPL];
+#pragma unroll
+      for (int t = 0; t < DPL; ++t) vv[t] = sV[j * HD + lane + 32 * t];
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        const float pj = __shfl_sync(0xffffffffu, s[i], j);
+#pragma unroll
+        for (int t = 0; t < DPL; ++t) o[i][t] += pj * vv[t];
+      }
+    }
+  }
+  T* out = static_cast<T*>(a.o);
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const int r = warp * R + i;
+    if (r >= rows_used) continue;  // uniform over the warp
+    const float l = warp_sum(l_run[i]);
+    const int64_t row = (b * a.Tq + i0 + r / rep) * a.H + g * rep + r % rep;
+    const bool empty = m_run[i] == -INFINITY || !(l > 0.0f);
+    const float inv = empty ? 0.0f : 1.0f / l;
+#pragma unroll
+    for (int t = 0; t < DPL; ++t) {
+      const int c = lane + 32 * t;
+      if (c < a.hd) st(out, row * a.hd + c, o[i][t] * inv);
+    }
+    if (lane == 0) a.lse_out[row] = empty ? -INFINITY : m_run[i] + logf(l);
+  }
+}
+
+// D = dout . out per (b, i, h) row: one warp per row.
+template <typename T>
+__global__ void attention_dsum_kernel(const T* dout, const T* out, float* dsum, int64_t rows, int64_t hd) {
+  const int64_t row = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  float s = 0.0f;
+  for (int64_t c = lane; c < hd; c += 32) s += ld(dout, row * hd + c) * ld(out, row * hd + c);
+  s = warp_sum(s);
+  if (lane == 0) dsum[row] = s;
+}
+
+template <typename T, int HD, int R>
+__global__ void __launch_bounds__(kThreads) attention_dq_kernel(Args a) {
+  constexpr int ROWS = kWarps * R, DPL = HD / 32, KS = HD + 1;
+  extern __shared__ float smem[];
+  float* sQ = smem;                 // [ROWS][HD]
+  float* sO = sQ + ROWS * HD;       // [ROWS][HD]  dout
+  float* sK = sO + ROWS * HD;       // [kKeyTile][KS]
+  float* sV = sK + kKeyTile * KS;   // [kKeyTile][KS]
+  const int64_t b = blockIdx.z, g = blockIdx.y, rep = a.H / a.G;
+  const int64_t i0 = int64_t(blockIdx.x) * a.ppb;
+  const int64_t npos = a.Tq - i0 < a.ppb ? a.Tq - i0 : a.ppb;
+  const int rows_used = int(npos * rep);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  load_query_rows<T, HD>(a, static_cast<const T*>(a.q), b, g, i0 * rep, ROWS, sQ, HD);
+  load_query_rows<T, HD>(a, static_cast<const T*>(a.dout), b, g, i0 * rep, ROWS, sO, HD);
+
+  const int64_t total = a.M + visible(a, i0 + npos - 1);
+  int64_t nvis[R];
+  float lse[R], dsum[R], dq[R][DPL];
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const int r = warp * R + i;
+    const int64_t row = (b * a.Tq + i0 + r / rep) * a.H + g * rep + r % rep;
+    nvis[i] = r < rows_used ? a.M + visible(a, i0 + r / rep) : 0;
+    lse[i] = r < rows_used ? a.lse[row] : -INFINITY;
+    dsum[i] = r < rows_used ? a.dsum[row] : 0.0f;
+#pragma unroll
+    for (int t = 0; t < DPL; ++t) dq[i][t] = 0.0f;
+  }
+  const T* kr = static_cast<const T*>(a.k);
+  const T* vr = static_cast<const T*>(a.v);
+  const T* km = static_cast<const T*>(a.mk);
+  const T* vm = static_cast<const T*>(a.mv);
+  for (int64_t kk0 = 0; kk0 < total; kk0 += kKeyTile) {
+    __syncthreads();
+    load_keys<T, HD>(a, kr, km, b, g, kk0, kKeyTile, total, sK, KS);
+    load_keys<T, HD>(a, vr, vm, b, g, kk0, kKeyTile, total, sV, KS);
+    __syncthreads();
+    float s[R], dp[R];
+#pragma unroll
+    for (int i = 0; i < R; ++i) s[i] = dp[i] = 0.0f;
+#pragma unroll 4
+    for (int c = 0; c < a.hd; ++c) {
+      const float kc = sK[lane * KS + c], vc = sV[lane * KS + c];
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        s[i] += sQ[(warp * R + i) * HD + c] * kc;
+        dp[i] += sO[(warp * R + i) * HD + c] * vc;
+      }
+    }
+    const int64_t kk = kk0 + lane;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      const float p = (kk < nvis[i] && lse[i] != -INFINITY) ? expf(s[i] * a.scale - lse[i]) : 0.0f;
+      s[i] = p * (dp[i] - dsum[i]);  // ds
+    }
+    const int jmax = total - kk0 < kKeyTile ? int(total - kk0) : kKeyTile;
+    for (int j = 0; j < jmax; ++j) {
+      float kv[DPL];
+#pragma unroll
+      for (int t = 0; t < DPL; ++t) kv[t] = sK[j * KS + lane + 32 * t];
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        const float dsj = __shfl_sync(0xffffffffu, s[i], j);
+#pragma unroll
+        for (int t = 0; t < DPL; ++t) dq[i][t] += dsj * kv[t];
+      }
+    }
+  }
+  T* dqo = static_cast<T*>(a.dq);
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const int r = warp * R + i;
+    if (r >= rows_used) continue;
+    const int64_t row = (b * a.Tq + i0 + r / rep) * a.H + g * rep + r % rep;
+#pragma unroll
+    for (int t = 0; t < DPL; ++t) {
+      const int c = lane + 32 * t;
+      if (c < a.hd) st(dqo, row * a.hd + c, dq[i][t] * a.scale);
+    }
+  }
+}
+
+template <typename T, int HD, int R>
+__global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Args a) {
+  constexpr int KEYS = kWarps * R, DPL = HD / 32, KS = HD + 1;
+  extern __shared__ float smem[];
+  float* sK = smem;                     // [KEYS][HD]
+  float* sV = sK + KEYS * HD;           // [KEYS][HD]
+  float* sQ = sV + KEYS * HD;           // [kQueryTile][KS]
+  float* sO = sQ + kQueryTile * KS;     // [kQueryTile][KS]  dout
+  float* sL = sO + kQueryTile * KS;     // [kQueryTile] lse
+  float* sD = sL + kQueryTile;          // [kQueryTile] D
+  int64_t* sN = reinterpret_cast<int64_t*>(sD + kQueryTile);  // [kQueryTile] visible keys (8-aligned: see size)
+  const int64_t b = blockIdx.z, g = blockIdx.y, rep = a.H / a.G, nkeys = a.M + a.Tk;
+  const int64_t kk_first = int64_t(blockIdx.x) * KEYS;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  load_keys<T, HD>(a, static_cast<const T*>(a.k), static_cast<const T*>(a.mk), b, g, kk_first, KEYS, nkeys, sK, HD);
+  load_keys<T, HD>(a, static_cast<const T*>(a.v), static_cast<const T*>(a.mv), b, g, kk_first, KEYS, nkeys, sV, HD);
+
+  // The first query position that sees any key of this block: 0 when the block holds memory slots
+  // (or the mask is off), else the first position whose causal window reaches real key kk_first - m.
+  int64_t pos_begin = 0;
+  if (a.causal && kk_first >= a.M) {
+    const int64_t j0 = kk_first - a.M, p = j0 - (a.Tk - a.Tq);
+    pos_begin = p > 0 ? p : 0;
+  }
+  float dk[R][DPL], dv[R][DPL];
+#pragma unroll
+  for (int i = 0; i < R; ++i)
+#pragma unroll
+    for (int t = 0; t < DPL; ++t) dk[i][t] = dv[i][t] = 0.0f;
+
+  const int64_t total_rows = a.Tq * rep;
+  for (int64_t rr0 = pos_begin * rep; rr0 < total_rows; rr0 += kQueryTile) {
+    __syncthreads();  // previous query tile consumed (and sK/sV loaded, the first time)
+    load_query_rows<T, HD>(a, static_cast<const T*>(a.q), b, g, rr0, kQueryTile, sQ, KS);
+    load_query_rows<T, HD>(a, static_cast<const T*>(a.dout), b, g, rr0, kQueryTile, sO, KS);
+    if (threadIdx.x < kQueryTile) {
+      const int64_t rr = rr0 + threadIdx.x;
+      if (rr < total_rows) {
+        const int64_t pos = rr / rep, row = (b * a.Tq + pos) * a.H + g * rep + rr % rep;
+        sL[threadIdx.x] = a.lse[row];
+        sD[threadIdx.x] = a.dsum[row];
+        sN[threadIdx.x] = a.M + visible(a, pos);
+      } else {
+        sL[threadIdx.x] = -INFINITY;
+        sD[threadIdx.x] = 0.0f;
+        sN[threadIdx.x] = 0;
+      }
+    }
+    __syncthreads();
+    // lane = query row of the tile; the warp's R keys are broadcast reads.
+    float p[R], ds[R];
+#pragma unroll
+    for (int i = 0; i < R; ++i) p[i] = ds[i] = 0.0f;
+#pragma unroll 4
+    for (int c = 0; c < a.hd; ++c) {
+      const float qc = sQ[lane * KS + c], oc = sO[lane * KS + c];
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        p[i] += qc * sK[(warp * R + i) * HD + c];
+        ds[i] += oc * sV[(warp * R + i) * HD + c];
+      }
+    }
+    const float l = sL[lane], dsum = sD[lane];
+    const int64_t n = sN[lane];
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      const int64_t kk = kk_first + warp * R + i;
+      const float pi = (kk < n && l != -INFINITY) ? expf(p[i] * a.scale - l) : 0.0f;
+      ds[i] = pi * (ds[i] - dsum);
+      p[i] = pi;
+    }
+    const int jmax = total_rows - rr0 < kQueryTile ? int(total_rows - rr0) : kQueryTile;
+    for (int j = 0; j < jmax; ++j) {
+      float qv[DPL], ov[DPL];
+#pragma unroll
+      for (int t = 0; t < DPL; ++t) {
+        qv[t] = sQ[j * KS + lane + 32 * t];
+        ov[t] = sO[j * KS + lane + 32 * t];
+      }
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        const float pj = __shfl_sync(0xffffffffu, p[i], j), dsj = __shfl_sync(0xffffffffu, ds[i], j);
+#pragma unroll
+        for (int t = 0; t < DPL; ++t) {
+          dv[i][t] += pj * ov[t];
+          dk[i][t] += dsj * qv[t];
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const int64_t kk = kk_first + warp * R + i;
+    if (kk >= nkeys) continue;
+    bool in_mem;
+    const int64_t off = key_offset(a, b, g, kk, in_mem);
+    T* dko = static_cast<T*>(in_mem ? a.dmk : a.dk);
+    T* dvo = static_cast<T*>(in_mem ? a.dmv : a.dv);
+#pragma unroll
+    for (int t = 0; t < DPL; ++t) {
+      const int c = lane + 32 * t;
+      if (c < a.hd) {
+        st(dko, off + c, dk[i][t] * a.scale);
+        st(dvo, off + c, dv[i][t]);
+      }
+    }
+  }
+}
+
+template <int HD>
+constexpr int rows_per_warp() {
+  return HD >= 256 ? 4 : 8;
+}
+template <int HD>
+size_t fwd_smem() {
+  return sizeof(float) * size_t((kWarps * 8 + kKeyTile) * HD + kKeyTile * (HD + 1));
+}
+template <int HD>
+size_t dq_smem() {
+  return sizeof(float) * size_t(2 * kWarps * 8 * HD + 2 * kKeyTile * (HD + 1));
+}
+template <int HD>
+size_t dkv_smem() {
+  constexpr int keys = kWarps * rows_per_warp<HD>();
+  // + lse, D (floats) and visible counts (int64) of the query tile; 2*32 floats keep sN 8-aligned.
+  return sizeof(float) * size_t(2 * keys * HD + 2 * kQueryTile * (HD + 1) + 2 * kQueryTile) +
+         sizeof(int64_t) * kQueryTile + 8;
+}
+
+template <typename K>
+void launch(K kernel, dim3 grid, size_t smem, cudaStream_t s, const Args& a) {
+  KOFF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  kernel<<<grid, kThreads, smem, s>>>(a);
+  KOFF_CUDA_CHECK(cudaGetLastError());
+}
+
+// Calls fn.template operator()<HD>() with the smallest head-dim bound that holds hd.
+template <typename Fn>
+void on_head_dim(int64_t hd, Fn&& fn) {
+  if (hd <= 64)
+    fn.template operator()<64>();
+  else if (hd <= 128)
+    fn.template operator()<128>();
+  else if (hd <= 256)
+    fn.template operator()<256>();
+  else
+    throw Error("attention: head_dim " + std::to_string(hd) + " exceeds the CUDA kernels' bound of 256");
+}
+
+Args make_args(const AttentionShape& d, float scale, bool causal) {
+  Args a{};
+  a.B = d.batch;
+  a.Tq = d.tq;
+  a.Tk = d.tk;
+  a.H = d.heads;
+  a.G = d.groups;
+  a.M = d.mem;
+  a.hd = d.head_dim;
+  a.scale = scale;
+  a.causal = causal;
+  const int64_t rep = d.heads / d.groups;
+  if (rep > kWarps * 4)
+    throw Error("attention: " + std::to_string(rep) + " query heads per KV head exceed the CUDA kernels' bound of " +
+                std::to_string(kWarps * 4));
+  return a;
+}
+
+dim3 grid_of(int64_t tiles, const AttentionShape& d) {
+  if (d.groups > 65535 || d.batch > 65535)
+    throw Error("attention: batch " + std::to_string(d.batch) + " or KV heads " + std::to_string(d.groups) +
+                " exceed the CUDA grid limit of 65535");
+  return dim3(unsigned(tiles), unsigned(d.groups), unsigned(d.batch));
+}
+
+}  // namespace
+
+void attention_forward(Dt dt, const void* q, const void* k, const void* v, const void* mem_k, const void* mem_v,
+                       void* out, float* lse, const AttentionShape& d, float scale, bool causal, cudaStream_t s) {
+  if (d.batch * d.tq * d.heads == 0) return;
+  Args a = make_args(d, scale, causal);
+  a.q = q, a.k = k, a.v = v, a.mk = mem_k, a.mv = mem_v, a.o = out, a.lse_out = lse;
+  const int64_t rep = d.heads / d.groups;
+  on_dt(dt, [&](auto tag) {
+    using T = decltype(tag);
+    on_head_dim(d.head_dim, [&]<int HD>() {
+      a.ppb = (kWarps * 8) / rep;
+      launch(attention_fwd_kernel<T, HD, 8>, grid_of((d.tq + a.ppb - 1) / a.ppb, d), fwd_smem<HD>(), s, a);
+    });
+  });
+}
+
+void attention_backward(Dt dt, const void* dout, const void* q, const void* k, const void* v, const void* mem_k,
+                        const void* mem_v, const void* out, const float* lse, float* dsum, void* dq, void* dk,
+                        void* dv, void* dmem_k, void* dmem_v, const AttentionShape& d, float scale, bool causal,
+                        cudaStream_t s) {
+  Args a = make_args(d, scale, causal);
+  a.q = q, a.k = k, a.v = v, a.mk = mem_k, a.mv = mem_v, a.dout = dout, a.out = out, a.lse = lse, a.dsum = dsum;
+  a.dq = dq, a.dk = dk, a.dv = dv, a.dmk = dmem_k, a.dmv = dmem_v;
+  const int64_t rep = d.heads / d.groups, rows = d.batch * d.tq * d.heads, nkeys = d.mem + d.tk;
+  on_dt(dt, [&](auto tag) {
+    using T = decltype(tag);
+    if (rows > 0) {
+      attention_dsum_kernel<T><<<unsigned((rows + kWarps - 1) / kWarps), kThreads, 0, s>>>(
+          static_cast<const T*>(dout), static_cast<const T*>(out), dsum, rows, d.head_dim);
+      KOFF_CUDA_CHECK(cudaGetLastError());
+    }
+    on_head_dim(d.head_dim, [&]<int HD>() {
+      if (rows > 0) {
+        a.ppb = (kWarps * 8) / rep;
+        launch(attention_dq_kernel<T, HD, 8>, grid_of((d.tq + a.ppb - 1) / a.ppb, d), dq_smem<HD>(), s, a);
+      }
+      if (d.batch * nkeys > 0) {
+        constexpr int R = rows_per_warp<HD>();
+        launch(attention_dkv_kernel<T, HD, R>, grid_of((nkeys + kWarps * R - 1) / (kWarps * R), d), dkv_smem<HD>(),
+               s, a);
+      }
+    });
+  });
+}
+
+}  // namespace koff::cuda

@@ -1,0 +1,38 @@
+// GEMM through cuBLASLt, in the engine's row-major terms.
+//
+//   C[i] = alpha op(A[i]) op(B[i]) + beta C[i],  i < batch
+//
+// A stored row-major [M, K] (or [K, M] when trans_a) with leading dimension lda, B [K, N] (or [N, K]
+// when trans_b) with ldb, C [M, N] with ldc; batch strides in elements, 0 for an operand shared by
+// every batch. f32 runs CUBLAS_COMPUTE_32F (no TF32: the op harness holds f32 to 1e-5); bf16 A/B run
+// with f32 accumulation and write C as bf16 or f32 (`c_dt`). Row-major C = A B is column-major
+// C^T = B^T A^T, so the call swaps the operands; no data moves.
+//
+// One cuBLASLt handle and one 32 MiB workspace per device; the descriptors, layouts and the
+// heuristic's algorithm are cached per shape/stride/alignment key, so a training step's GEMMs query
+// the heuristic once each.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/kernels.h"
+
+namespace koff::cuda {
+
+struct GemmArgs {
+  Dt ab_dt = Dt::f32, c_dt = Dt::f32;
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0, batch = 1;
+  int64_t lda = 0, ldb = 0, ldc = 0;
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+  float alpha = 1.0f, beta = 0.0f;
+};
+
+void gemm(const GemmArgs& g, const void* a, const void* b, void* c, int device, cudaStream_t stream);
+
+// Cached algorithms (for tests and the benchmark's report).
+int64_t gemm_cache_size();
+
+}  // namespace koff::cuda
