@@ -66,6 +66,7 @@ void Variable::backward(const Tensor& grad_output) const {
   check_same_shape(seed, impl_->data, "backward seed");
   if (!impl_->grad_fn) {  // a leaf: its gradient is the seed
     accumulate(impl_->grad, seed);
+    if (impl_->grad_ready_hook) impl_->grad_ready_hook();
     return;
   }
 
@@ -86,10 +87,27 @@ void Variable::backward(const Tensor& grad_output) const {
     }
   }
 
+  // Leaves with a grad_ready_hook: how many nodes still to run feed each. Empty (and free) when no
+  // leaf has a hook, the usual case.
+  std::unordered_map<VariableImpl*, int64_t> pending;
+  for (const auto& node : order)
+    for (const auto& input : node->inputs)
+      if (!input->grad_fn && input->grad_ready_hook) ++pending[input.get()];
+  auto node_done = [&](const Node* node) {
+    if (pending.empty()) return;
+    for (const auto& input : node->inputs) {
+      auto p = pending.find(input.get());
+      if (p != pending.end() && --p->second == 0) input->grad_ready_hook();
+    }
+  };
+
   impl_->grad_fn->grad_out = seed;
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* node = it->get();
-    if (!node->grad_out.defined()) continue;  // no gradient reached this node
+    if (!node->grad_out.defined()) {  // no gradient reached this node
+      node_done(node);
+      continue;
+    }
     KOFF_CHECK(node->backward, "backward through '{}' a second time: the graph is released after backward()",
                node->name);
     std::vector<bool> needs(node->inputs.size());
@@ -109,6 +127,7 @@ void Variable::backward(const Tensor& grad_output) const {
         accumulate(input->grad, grads[i]);
       }
     }
+    node_done(node);
     // Free saved tensors and intermediate gradients as soon as the node is done.
     node->grad_out = Tensor();
     node->backward = nullptr;

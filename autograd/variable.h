@@ -26,6 +26,10 @@ struct VariableImpl {
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;   // the node that produced this variable (non-leaves)
   std::string name;
+  // Called during backward() once this leaf's gradient is final for that pass (no node still to run
+  // feeds it; `grad` may be undefined when no gradient reached it). Data parallelism uses it to start
+  // all-reducing a bucket of gradients while the rest of the backward runs (engine/dist/grad_reducer.h).
+  std::function<void()> grad_ready_hook;
 };
 
 class Variable {

@@ -3,6 +3,7 @@
 #include <csignal>
 #include <filesystem>
 
+#include "engine/dist/communicator.h"
 #include "engine/koff/experiment.h"
 #include "tools/cli.h"
 #include "tools/progress.h"
@@ -58,21 +59,34 @@ const bool offload_registered = koff::cli::add_command({"offload", "learn a mask
       sub.add_option("--target", job->settings.target, "target sparsity of the prunable size, in [0, 1)")->required();
       sub.add_option("--out", job->out_dir, "run directory")->required();
       add_settings_options(sub, *job, *no_lora, *no_kv);
+      sub.add_option("--bucket-mb", job->bucket_mb, "data parallel: gradient all-reduce bucket size, MiB")
+          ->capture_default_str();
       return [=]() {
         job->settings.memory.lora = !*no_lora;
         job->settings.memory.kv = !*no_kv;
-        koff::offload::validate(*job);  // nothing is written on bad input
-        koff::cli::Progress progress;
-        job->progress = progress_printer(progress, job->settings.log_every);
-        job->interrupt = koff::cli::install_interrupt_handler();
-        if (!koff::offload::run_offload(*job)) {
-          progress.note("interrupted: checkpoint saved; run the same command again to resume");
-          return 130;
+        // Under mpirun or torchrun-style variables: this rank of the data-parallel group (README).
+        std::unique_ptr<koff::dist::Communicator> comm = koff::dist::from_environment();
+        try {
+          koff::offload::validate(*job);  // nothing is written on bad input
+          koff::cli::Progress progress;
+          if (comm->is_root()) job->progress = progress_printer(progress, job->settings.log_every);
+          job->interrupt = koff::cli::install_interrupt_handler();
+          job->comm = comm.get();
+          if (!koff::offload::run_offload(*job)) {
+            if (comm->is_root()) progress.note("interrupted: checkpoint saved; run the same command again to resume");
+            return 130;
+          }
+          if (!comm->is_root()) return 0;  // rank 0 reports
+          progress.finish();
+          fmt::print("{}", koff::offload::write_report(job->out_dir));
+          fmt::print("report: {}/report.md\n", job->out_dir);
+          return 0;
+        } catch (...) {
+          // A failing rank leaves without the orderly MPI shutdown, which would wait for ranks that
+          // wait for it: the launcher sees the exit and stops the job.
+          comm->abandon();
+          throw;
         }
-        progress.finish();
-        fmt::print("{}", koff::offload::write_report(job->out_dir));
-        fmt::print("report: {}/report.md\n", job->out_dir);
-        return 0;
       };
     }});
 

@@ -34,6 +34,7 @@ void validate(const OffloadJob& job) {
   KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random", "--kv-init must be text or random, got '{}'",
              s.memory.kv_init);
   KOFF_CHECK(job.save_dtype == "f32" || job.save_dtype == "bf16", "--save-dtype must be f32 or bf16");
+  KOFF_CHECK(job.bucket_mb > 0, "--bucket-mb must be positive, got {}", job.bucket_mb);
   nn::check_model_files(job.model_dir);  // a model directory or a GGUF file
   for (const auto& d : data::list_domains(job.data_dir)) {
     (void)data::read_paragraphs(d.train);
@@ -140,16 +141,26 @@ bool run_offload(const OffloadJob& job) {
     valid.push_back(head(data::tokenize(tok, data::read_paragraphs(d.valid), eos), job.eval_tokens));
   }
   const fs::path out(job.out_dir);
-  fs::create_directories(out);
+  const bool root = !job.comm || job.comm->is_root();
+  if (root) fs::create_directories(out);
   json run = {{"model", fs::absolute(job.model_dir).string()}, {"data", fs::absolute(job.data_dir).string()},
               {"domains", names}, {"settings", s.to_json()}, {"variant", variant_name(s.memory)},
               {"eval_tokens", job.eval_tokens}, {"eval_seq", job.eval_seq}};
-  io::write_file_atomic(out / "run.json", run.dump(2));
+  if (root) io::write_file_atomic(out / "run.json", run.dump(2));
   note(fmt::format("{}: {} on {} domains, target {:.0f}%, {} steps of {} x {} tokens", out.string(), variant_name(s.memory),
                    names.size(), 100 * s.target, s.steps, s.batch, s.seq));
+  if (job.comm && job.comm->world_size() > 1) {
+    const int64_t W = job.comm->world_size(), fewest = s.batch / W, most = (s.batch + W - 1) / W;
+    note(fmt::format("data parallel over {} ranks ({}): {} of each step's {} sequences per rank, gradient buckets "
+                     "of {:g} MiB",
+                     W, job.comm->backend(), fewest == most ? fmt::format("{}", most) : fmt::format("{}-{}", fewest, most),
+                     s.batch, job.bucket_mb));
+  }
 
-  OffloadTrainer trainer(base, names, train, s, out.string());
+  OffloadTrainer trainer(base, names, train, s, out.string(), job.comm,
+                         static_cast<size_t>(job.bucket_mb * 1024 * 1024));
   if (!trainer.run(job.progress, job.interrupt)) return false;
+  if (!root) return true;  // rank 0 exports and evaluates what every rank holds
   const FinalMask& mask = trainer.mask();
 
   // Export: compacted backbone, memories.

@@ -6,6 +6,8 @@
 // backbone alone, own memory, and the D x D cross matrix; plus the LAPE analysis of the dense model.
 // Everything lands in the run directory:
 //   run.json  metrics.jsonl  ckpt/  backbone/  memories/<domain>/{memory.*, peft/}  eval.json  mask.json
+// Data parallel (job.comm of several ranks): every rank trains its share of each step's batch; only
+// rank 0 writes the run directory, exports and evaluates; the others return after training.
 #pragma once
 
 #include <atomic>
@@ -24,6 +26,8 @@ struct OffloadJob {
   std::string save_dtype = "f32";  // backbone weights on disk: f32 or bf16
   const std::atomic<bool>* interrupt = nullptr;
   std::function<void(const StepReport&)> progress;
+  dist::Communicator* comm = nullptr;  // the data-parallel group; null: one process
+  double bucket_mb = 32;               // gradient all-reduce bucket, MiB
 };
 
 // Checks everything a run needs (model, tokenizer, domains, settings) before anything is written;

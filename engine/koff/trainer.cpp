@@ -37,9 +37,10 @@ OffloadSettings OffloadSettings::from_json(const json& j) {
 }
 
 OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::string> domains,
-                               std::vector<std::vector<int32_t>> streams, OffloadSettings settings, std::string run_dir)
+                               std::vector<std::vector<int32_t>> streams, OffloadSettings settings, std::string run_dir,
+                               dist::Communicator* comm, size_t bucket_bytes)
     : base_(base), domains_(std::move(domains)), streams_(std::move(streams)), settings_(std::move(settings)),
-      run_dir_(std::move(run_dir)) {
+      run_dir_(std::move(run_dir)), comm_(comm) {
   const OffloadSettings& s = settings_;
   KOFF_CHECK(s.target >= 0 && s.target < 1, "--target must be in [0, 1), got {}", s.target);
   KOFF_CHECK(s.steps > 0 && s.batch > 0 && s.seq > 1 && s.accum > 0, "steps, batch, accum must be positive, seq > 1");
@@ -64,6 +65,21 @@ OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::str
     opt_.add_group("memory", mem, {s.lr_memory, 0.9, 0.999, 1e-8, 0.0});
     recovery_opt_.add_group("memory", mem, {s.lr_memory, 0.9, 0.999, 1e-8, 0.0});
   }
+  if (distributed()) {
+    KOFF_CHECK(s.batch >= comm_->world_size(),
+               "--batch {} is the global batch and must give each of the {} ranks at least one sequence", s.batch,
+               comm_->world_size());
+    // The data-term gradients are summed over ranks; the lambdas only get the Lagrangian's (the same
+    // on every rank), so they are not reduced.
+    std::vector<ag::Variable> reduced = gates_.parameters(), mem;
+    if (bank_) {
+      mem = bank_->lora_parameters();
+      for (auto& v : bank_->kv_parameters()) mem.push_back(v);
+    }
+    reduced.insert(reduced.end(), mem.begin(), mem.end());
+    reducer_ = std::make_unique<dist::GradReducer>(*comm_, reduced, bucket_bytes);
+    if (bank_) recovery_reducer_ = std::make_unique<dist::GradReducer>(*comm_, mem, bucket_bytes);
+  }
 }
 
 double OffloadTrainer::memory_lr_scale(int64_t step, int64_t total) const {
@@ -76,16 +92,23 @@ double OffloadTrainer::memory_lr_scale(int64_t step, int64_t total) const {
 double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out) {
   const OffloadSettings& s = settings_;
   const int64_t D = static_cast<int64_t>(domains_.size()), B = s.batch, T = s.seq;
-  HardConcreteGates::Sample z;
-  if (recovery) z = {fixed_heads_, fixed_neurons_};
-  else z = gates_.sample(s.seed, step);
+  // This rank's share of the global batch: sequences [lo, hi) of each micro-batch (all of it alone).
+  const int64_t W = comm_ ? comm_->world_size() : 1, r = comm_ ? comm_->rank() : 0;
+  const int64_t lo = B * r / W, hi = B * (r + 1) / W, local = hi - lo;
+  dist::GradReducer* reducer = distributed() ? (recovery ? recovery_reducer_.get() : reducer_.get()) : nullptr;
   const double normaliser = static_cast<double>(B * T * s.accum);  // every position has a target
   double loss_sum = 0;
   for (int64_t a = 0; a < s.accum; ++a) {
-    Tensor ids = Tensor::empty({B, T}, DType::i64), targets = Tensor::empty({B, T}, DType::i64);
-    Tensor domain_ids = Tensor::empty({B}, DType::i64);
-    for (int64_t i = 0; i < B; ++i) {
-      const uint64_t j = static_cast<uint64_t>((step * s.accum + a) * B + i);  // global sequence index
+    // The step's one gate sample, drawn again for each micro-batch: the same values (keyed by seed
+    // and step), but a fresh graph, since backward() releases the previous micro-batch's.
+    HardConcreteGates::Sample z;
+    if (recovery) z = {fixed_heads_, fixed_neurons_};
+    else z = gates_.sample(s.seed, step);
+    Tensor ids = Tensor::empty({local, T}, DType::i64), targets = Tensor::empty({local, T}, DType::i64);
+    Tensor domain_ids = Tensor::empty({local}, DType::i64);
+    for (int64_t g = lo; g < hi; ++g) {
+      const int64_t i = g - lo;                                                // row in this rank's batch
+      const uint64_t j = static_cast<uint64_t>((step * s.accum + a) * B + g);  // global sequence index
       const int64_t d = static_cast<int64_t>(j % static_cast<uint64_t>(D));
       const auto& stream = streams_[static_cast<size_t>(d)];
       const Philox rng(s.seed, 0xDA7A0000ull + static_cast<uint64_t>(d));
@@ -121,7 +144,18 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
       loss = base_.loss(ids, targets, fo, normaliser);
     }
     loss_sum += loss.data().item();
+    // The last micro-batch's backward completes the gradients: its hooks start the all-reduce.
+    if (reducer && a == s.accum - 1) reducer->arm();
     if (loss.requires_grad()) loss.backward();
+  }
+  if (reducer) {
+    reducer->finish();
+    // One small all-reduce: the global loss for the log and the non-finite check, and whether any
+    // rank was interrupted, so that every rank takes the same branch.
+    double shared[2] = {loss_sum, interrupt_ && interrupt_->load() ? 1.0 : 0.0};
+    comm_->all_reduce_sum(shared, 2, dist::ReduceType::f64);
+    loss_sum = shared[0];
+    stop_all_ = shared[1] > 0;
   }
   KOFF_CHECK(std::isfinite(loss_sum), "{} loss is {} at step {}: stopping; the last good checkpoint in {}/ckpt is kept",
              recovery ? "recovery" : "training", loss_sum, step, run_dir_);
@@ -158,12 +192,23 @@ void OffloadTrainer::save_checkpoint(int64_t step, const std::string& phase) {
   io::save_safetensors(tmp / "state.safetensors", t);
   json st = {{"step", step}, {"phase", phase}, {"optimizer_steps", opt_.step_count()},
              {"recovery_optimizer_steps", recovery_opt_.step_count()}, {"settings", settings_.to_json()}};
+  if (distributed()) st["world_size"] = comm_->world_size();  // absent alone: single-process files unchanged
   io::write_file_atomic(tmp / "state.json", st.dump(2));
   ckpt.commit(step);
 }
 
 bool OffloadTrainer::load_checkpoint(int64_t* step, std::string* phase) {
   const auto latest = io::CheckpointDir(fs::path(run_dir_) / "ckpt").latest();
+  if (distributed()) {
+    // Every rank must resume from the same checkpoint: rank 0's is the reference.
+    const std::string name = latest ? latest->filename().string() : "";  // "step-N"
+    uint64_t mine = std::hash<std::string>{}(name), root = mine;
+    comm_->broadcast(&root, sizeof root, 0);
+    KOFF_CHECK(mine == root,
+               "{}: sees checkpoint {} in {}/ckpt but rank 0 sees {}: the run directory must be on a filesystem "
+               "every rank shares",
+               comm_->where(), latest ? name : "none", run_dir_, "another");
+  }
   if (!latest) return false;
   const fs::path dir = *latest;
   std::ifstream sj(dir / "state.json");
@@ -185,16 +230,39 @@ bool OffloadTrainer::load_checkpoint(int64_t* step, std::string* phase) {
   return true;
 }
 
+// The replicas must hold the same trainables (every rank applies the same summed gradient); a
+// difference means the collectives gave ranks different sums. A hash of the bits, compared with
+// rank 0's wherever a checkpoint is written.
+void OffloadTrainer::check_replicas_agree(int64_t step) {
+  if (!distributed()) return;
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the bytes of every trainable
+  auto mix = [&](const Tensor& t) {
+    const Tensor c = t.contiguous();
+    const auto* p = static_cast<const unsigned char*>(c.raw_data());
+    for (size_t i = 0; i < c.nbytes(); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  for (const auto& v : gates_.parameters()) mix(v.data());
+  mix(lambda1_.data()), mix(lambda2_.data());
+  if (bank_)
+    for (auto& [n, v] : bank_->state()) mix(v);
+  uint64_t root = h;
+  comm_->broadcast(&root, sizeof root, 0);
+  KOFF_CHECK(root == h, "{}: after step {} the trainables differ from rank 0's (the replicas diverged)",
+             comm_->where(), step);
+}
+
 bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress, const std::atomic<bool>* interrupt) {
   const OffloadSettings& s = settings_;
-  fs::create_directories(run_dir_);
+  if (is_root()) fs::create_directories(run_dir_);  // only rank 0 writes into the run directory
+  interrupt_ = interrupt;
   int64_t step = 0;
   std::string phase = "mask";
   auto note = [&](const std::string& m) {
     if (progress) progress({phase, step, s.steps, 0, 0, 0, 0, 0, 0, 0, m});
   };
   if (load_checkpoint(&step, &phase)) note(fmt::format("resumed {} at step {}", run_dir_, step));
-  std::ofstream metrics(fs::path(run_dir_) / "metrics.jsonl", std::ios::app);
+  std::ofstream metrics;
+  if (is_root()) metrics.open(fs::path(run_dir_) / "metrics.jsonl", std::ios::app);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step;
   const int64_t tokens_per_step = s.batch * s.seq * s.accum;
@@ -204,7 +272,7 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
                  s.target * std::min(1.0, static_cast<double>(step) / std::max(1.0, s.warmup_frac * s.steps)),
                  lambda1_.data().item(), lambda2_.data().item(),
                  static_cast<double>((step - first) * tokens_per_step) / std::max(secs, 1e-9), secs, ""};
-    if (step % s.log_every == 0 || step == r.steps) {
+    if (is_root() && (step % s.log_every == 0 || step == r.steps)) {
       metrics << json{{"phase", phase}, {"step", step}, {"loss", loss}, {"expected_sparsity", s_hat},
                       {"target", r.target}, {"lambda1", r.lambda1}, {"lambda2", r.lambda2},
                       {"tokens_per_s", r.tokens_per_second}}.dump() << "\n";
@@ -212,14 +280,19 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
     }
     if (progress) progress(r);
   };
-  auto stop_requested = [&] { return interrupt && interrupt->load(); };
+  // Data parallel: the flag reduced in the last step, so that all ranks stop (and save) together.
+  auto stop_requested = [&] { return distributed() ? stop_all_ : interrupt && interrupt->load(); };
+  auto checkpoint = [&] {
+    check_replicas_agree(step);
+    if (is_root()) save_checkpoint(step, phase);
+  };
 
   while (phase == "mask" && step < s.steps) {
     double s_hat = 0;
     const double loss = train_step(step, false, &s_hat);
     ++step;
     report(loss, s_hat);
-    if (step % s.checkpoint_every == 0 || step == s.steps || stop_requested()) save_checkpoint(step, phase);
+    if (step % s.checkpoint_every == 0 || step == s.steps || stop_requested()) checkpoint();
     if (stop_requested()) return false;
   }
   mask_ = final_mask(gates_, s.target);
@@ -235,8 +308,7 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
     const double loss = train_step(step, true, nullptr);
     ++step;
     report(loss, mask_.sparsity());
-    if (step % s.checkpoint_every == 0 || step == s.steps + s.recovery_steps || stop_requested())
-      save_checkpoint(step, phase);
+    if (step % s.checkpoint_every == 0 || step == s.steps + s.recovery_steps || stop_requested()) checkpoint();
     if (stop_requested()) return false;
   }
   return true;

@@ -13,6 +13,16 @@
 //
 // Everything a step depends on is a function of (seed, step) or saved in the checkpoint (gates,
 // lambdas, memories, AdamW state, step), so an interrupted run resumed gives bit-identical results.
+//
+// Data parallel (a Communicator of W > 1 ranks, engine/dist): `batch` stays the GLOBAL batch. Rank r
+// builds sequences [r*B/W, (r+1)*B/W) of every micro-batch of the step (the same global sequence
+// indices, hence the same windows of the same domains, as one process would), divides by the global
+// token count, and the gradients of the trainables are summed over ranks (GradReducer: f32 buckets,
+// overlapped with the backward). The Lagrangian's gradient, identical on every rank, is added after
+// the sum; the gate sample needs no communication (seed, step). So W ranks train what one process
+// does with the same global batch, up to float summation order. Loss (for logging), the stop
+// request and the non-finite check are reduced so every rank takes the same branch; only rank 0
+// writes (checkpoints, metrics); every rank reads the checkpoint on resume (a shared filesystem).
 #pragma once
 
 #include <atomic>
@@ -21,6 +31,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/dist/communicator.h"
+#include "engine/dist/grad_reducer.h"
 #include "engine/koff/gates.h"
 #include "engine/koff/memory.h"
 #include "engine/nn/optim.h"
@@ -52,8 +64,12 @@ struct StepReport {
 class OffloadTrainer {
  public:
   // streams[d] is domain d's training token stream. run_dir receives ckpt/ and metrics.jsonl.
+  // comm: the data-parallel group (null or one rank: a single process, exactly as before);
+  // bucket_bytes: the gradient all-reduce bucket size.
   OffloadTrainer(const nn::Transformer& base, std::vector<std::string> domains,
-                 std::vector<std::vector<int32_t>> streams, OffloadSettings settings, std::string run_dir);
+                 std::vector<std::vector<int32_t>> streams, OffloadSettings settings, std::string run_dir,
+                 dist::Communicator* comm = nullptr, size_t bucket_bytes = kDefaultBucketBytes);
+  static constexpr size_t kDefaultBucketBytes = size_t{32} << 20;  // 32 MiB: README, data parallelism
 
   // Trains (resuming from run_dir/ckpt when present) the mask and memories, then computes the final
   // mask and runs the recovery steps. Returns false when interrupted (a checkpoint was saved).
@@ -72,6 +88,9 @@ class OffloadTrainer {
   void save_checkpoint(int64_t step, const std::string& phase);
   bool load_checkpoint(int64_t* step, std::string* phase);
   double memory_lr_scale(int64_t step, int64_t total) const;
+  bool distributed() const { return comm_ && comm_->world_size() > 1; }
+  bool is_root() const { return !comm_ || comm_->is_root(); }
+  void check_replicas_agree(int64_t step);
 
   const nn::Transformer& base_;
   std::vector<std::string> domains_;
@@ -85,6 +104,10 @@ class OffloadTrainer {
   nn::AdamW recovery_opt_;     // memory only
   FinalMask mask_;
   std::vector<autograd::Variable> fixed_heads_, fixed_neurons_;  // the final mask as constants
+  dist::Communicator* comm_ = nullptr;
+  std::unique_ptr<dist::GradReducer> reducer_, recovery_reducer_;  // mask phase: gates + memory; recovery: memory
+  const std::atomic<bool>* interrupt_ = nullptr;
+  bool stop_all_ = false;  // some rank was interrupted (reduced with the loss every step)
 };
 
 }  // namespace koff::offload
