@@ -86,5 +86,56 @@ run bad_ids 2 "$koff" logits --model "$work/pre/model" --ids 1,x,3 --out "$work/
 one_error_line bad_ids "not an integer"
 absent "$work/bad.npy"
 
+# --- the real pretrained model (GGUF), fetched by tools/setup.sh ---
+gguf="$src/.cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -f "$gguf" ]; then
+  bad "$gguf is missing: run bash tools/setup.sh (it fetches SmolLM2)"
+else
+  # A simple instruction, greedy: the answer must be the right one.
+  run smollm2_generate 0 "$koff" generate --model "$gguf" -n 12 \
+    --prompt $'<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n'
+  if grep -q "Paris" "$work/smollm2_generate.out"; then ok; else bad "smollm2_generate: $(cat "$work/smollm2_generate.out")"; fi
+  # Its tokenizer comes from the file's metadata.
+  printf 'Hello world' | "$koff" tokenize --tokenizer "$gguf" > "$work/smollm2_ids.out" 2>&1
+  if grep -q "19556" "$work/smollm2_ids.out"; then ok; else bad "smollm2 tokenize: $(cat "$work/smollm2_ids.out")"; fi
+  # The whole method on it, briefly: two English domains, KOFF at 5%, export, evaluation, cross matrix.
+  for d in bible novel; do
+    mkdir -p "$work/en2/$d"
+    head -n 200 "$src/.cache/domains/$d/train.txt" > "$work/en2/$d/train.txt"
+    head -n 20 "$src/.cache/domains/$d/valid.txt" > "$work/en2/$d/valid.txt"
+  done
+  run smollm2_offload 0 "$koff" offload --model "$gguf" --data "$work/en2" --target 0.05 --out "$work/smol" \
+    --steps 2 --batch 2 --seq 32 --eval-tokens 64
+  [ -f "$work/smol/eval.json" ] && [ -f "$work/smol/backbone/tokenizer.json" ] && ok || bad "smollm2_offload wrote no eval.json"
+
+  # Bad GGUF files: truncated, an unknown quantisation type, metadata that contradicts the shapes.
+  head -c 3000000 "$gguf" > "$work/truncated.gguf"
+  run gguf_truncated 2 "$koff" eval --model "$work/truncated.gguf" --data "$work/data/en/valid.txt"
+  one_error_line gguf_truncated "truncated.gguf.*truncated"
+  python3 - "$gguf" "$work" <<'PY'
+import struct, sys
+src, work = sys.argv[1], sys.argv[2]
+data = bytearray(open(src, "rb").read())
+# token_embd.weight's tensor info: name, u32 n_dims (2), 2 x u64 dims, u32 ggml type -> 99.
+name = b"token_embd.weight"
+at = data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+n_dims = struct.unpack_from("<I", data, at)[0]
+t = data[:]
+struct.pack_into("<I", t, at + 4 + 8 * n_dims, 99)
+open(work + "/unknown_type.gguf", "wb").write(t)
+# llama.feed_forward_length (u32) -> 1000: every ffn tensor now contradicts the metadata.
+key = b"llama.feed_forward_length"
+at = data.index(struct.pack("<Q", len(key)) + key) + 8 + len(key)
+assert struct.unpack_from("<I", data, at)[0] == 4  # UINT32
+struct.pack_into("<I", data, at + 4, 1000)
+open(work + "/contradicts.gguf", "wb").write(data)
+PY
+  run gguf_unknown_type 2 "$koff" eval --model "$work/unknown_type.gguf" --data "$work/data/en/valid.txt"
+  one_error_line gguf_unknown_type "token_embd.weight.*unknown ggml type 99"
+  run gguf_contradicts 2 "$koff" eval --model "$work/contradicts.gguf" --data "$work/data/en/valid.txt"
+  one_error_line gguf_contradicts "do not match the metadata.*ffn_gate.weight is \[1536, 576\] but the metadata implies \[1000, 576\]"
+  rm -f "$work/truncated.gguf" "$work/unknown_type.gguf" "$work/contradicts.gguf"
+fi
+
 echo "cli: $passed passed, $failures failed"
 [ "$failures" -eq 0 ]
