@@ -56,6 +56,9 @@ import time
 import unicodedata
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import check_corpus  # noqa: E402  (tools/check_corpus.py: the paragraph-file checks)
+
 REPO = Path(__file__).resolve().parent.parent
 DOMAINS = ["help", "man", "bible", "novel"]
 SPLITS = ["train", "valid"]
@@ -470,35 +473,11 @@ def table(rows) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def read_paragraphs(path: Path, problems: list[str]) -> list[str] | None:
-    if not path.is_file():
-        problems.append(f"{path}: missing")
-        return None
-    data = path.read_bytes()
-    if not data.strip():
-        problems.append(f"{path}: empty")
-        return None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        problems.append(f"{path}: not valid UTF-8 at byte {e.start}")
-        return None
-    if text.startswith("\ufeff"):
-        problems.append(f"{path}: starts with a byte-order mark")
-    if "\r" in text or CTRL_RE.search(text):
-        problems.append(f"{path}: contains control characters (carriage return, backspace, escape...)")
-    if not text.endswith("\n") or text.endswith("\n\n"):
-        problems.append(f"{path}: does not end with exactly one newline")
-    paragraphs = text[:-1].split("\n\n") if text.endswith("\n") else text.split("\n\n")
-    for i, p in enumerate(paragraphs, 1):
-        if not p.strip() or p != p.strip() or "\n" in p:
-            problems.append(f"{path}: paragraph {i} is empty, has surrounding whitespace or spans lines")
-            break
-    seen: set[str] = set()
-    for i, p in enumerate(paragraphs, 1):
-        if p in seen:
-            problems.append(f"{path}: paragraph {i} repeats an earlier one: {p[:60]!r}")
-            break
-        seen.add(p)
+    """The committed corpus's checks (tools/check_corpus.py: UTF-8, layout, no repeats), plus no
+    control characters, which rendered man pages could leave behind."""
+    paragraphs = check_corpus.read_paragraphs(path, problems)
+    if paragraphs is not None and any(CTRL_RE.search(p) for p in paragraphs):
+        problems.append(f"{path}: contains control characters (backspace, escape...)")
     return paragraphs
 
 
