@@ -17,6 +17,9 @@ Variable sum(const Variable& x);                      // -> []
 Variable dot(const Variable& a, const Variable& b);   // sum(a*b) -> []
 Variable reshape(const Variable& x, const Shape& shape);
 Variable mul_groups(const Variable& x, const Variable& z, int64_t k);  // see ops::mul_groups
+// x in another dtype (mixed precision: f32 master trainables cast to the bf16 compute dtype); the
+// gradient is cast back. Returns x itself when the dtype is already `dtype`.
+Variable cast(const Variable& x, DType dtype);
 
 // matmul.cpp
 Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false);
@@ -34,6 +37,7 @@ Variable rope(const Variable& x, const ops::RopeTables& tables);
 // activations.cpp
 Variable silu(const Variable& x);
 Variable swiglu(const Variable& gate, const Variable& up);
+Variable swiglu_gated(const Variable& gate, const Variable& up, const Variable& z);  // see ops::swiglu_gated
 Variable softmax(const Variable& x);
 
 // attention.cpp: q [B,T,H,hd], k/v [B,T,G,hd], mem_k/mem_v [B,m,G,hd] or undefined.

@@ -1,6 +1,6 @@
 // The CUDA backend: koff::Backend for f32 and bf16 tensors on a GPU (ids/targets i32 or i64). Each
-// method checks dtypes, takes the device's stream, opens an NVTX range (and CUDA events when
-// profiling), and calls the launcher that names its kernel (cuda/kernels.h, cuda/gemm.h). The
+// method checks dtypes, takes the device's stream, opens an NVTX range (for Nsight), and calls the
+// launcher that names its kernel (cuda/kernels.h, cuda/gemm.h). The
 // semantics are the CPU backend's (engine/cpu/*.h), which the op harness checks op by op.
 //
 // Nothing here synchronises except where the interface returns a host value: cross_entropy and
@@ -25,65 +25,30 @@ namespace koff::cuda {
 
 namespace {
 
-// ---- profiling -------------------------------------------------------------------------------
-struct Profiler {
+// ---- profiling marks (engine/ops/profile.h) ----------------------------------------------------
+// A mark is a CUDA event recorded on the backend's stream; events come from a pool and go back to it
+// on profile_release().
+struct Marks {
   std::mutex mutex;
-  bool enabled = false;
-  struct Pending {
-    const char* name;
-    int device;
-    cudaEvent_t start, stop;
-  };
-  std::vector<Pending> pending;
-  std::vector<cudaEvent_t> pool;
-  std::map<std::string, OpTime> totals;
-
-  cudaEvent_t event() {
-    if (!pool.empty()) {
-      cudaEvent_t e = pool.back();
-      pool.pop_back();
-      return e;
-    }
-    cudaEvent_t e;
-    KOFF_CUDA_CHECK(cudaEventCreate(&e));
-    return e;
-  }
+  std::vector<cudaEvent_t> events;  // mark i is events[i]
+  size_t used = 0;
 };
-Profiler& profiler() {
-  static auto* p = new Profiler;
-  return *p;
+Marks& marks() {
+  static auto* m = new Marks;  // never destroyed: the driver may be gone at exit
+  return *m;
 }
 
-// NVTX range for the op's lifetime on the host; with profiling on, CUDA events around its kernels.
+// NVTX range for the op's lifetime on the host (Nsight Systems shows it over the op's kernels).
 class OpScope {
  public:
-  OpScope(const char* name, const Tensor& t) : name_(name), device_(t.device().index), guard_(device_) {
-    nvtxRangePushA(name);
-    Profiler& p = profiler();
-    if (p.enabled) {
-      std::lock_guard<std::mutex> lock(p.mutex);
-      start_ = p.event();
-      stop_ = p.event();
-      KOFF_CUDA_CHECK(cudaEventRecord(start_, stream(device_)));
-    }
-  }
-  ~OpScope() {
-    Profiler& p = profiler();
-    if (start_) {
-      std::lock_guard<std::mutex> lock(p.mutex);
-      (void)cudaEventRecord(stop_, stream(device_));
-      p.pending.push_back({name_, device_, start_, stop_});
-    }
-    nvtxRangePop();
-  }
+  OpScope(const char* name, const Tensor& t) : device_(t.device().index), guard_(device_) { nvtxRangePushA(name); }
+  ~OpScope() { nvtxRangePop(); }
   cudaStream_t s() const { return stream(device_); }
   int device() const { return device_; }
 
  private:
-  const char* name_;
   int device_;
   DeviceGuard guard_;
-  cudaEvent_t start_ = nullptr, stop_ = nullptr;
 };
 
 Dt dt_of(const Tensor& t, const char* op) {
@@ -204,6 +169,30 @@ class CudaBackend final : public Backend {
     }
   }
 
+  // out [M, N] = x2d [M, K] w [N, K]^T + bias[N], the bias added by cuBLASLt's epilogue (f32, before
+  // the output is rounded) instead of a second pass over out. Without a bias, the plain gemm.
+  void linear(const Tensor& x2d, const Tensor& w, const Tensor& bias, Tensor& out) override {
+    const int64_t m = x2d.size(0), k = x2d.size(1), n = w.size(0);
+    if (!bias.defined()) {
+      gemm(x2d, w, out, 1, m, n, k, false, true, true);
+      return;
+    }
+    OpScope op("linear", x2d);
+    const Dt dt = dt_of(x2d, "linear");
+    if (m * n == 0) return;
+    if (k == 0) {  // an empty product: every row is the bias
+      KOFF_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.nbytes(), op.s()));
+      cuda::add_bias(dt, cptr(out), cptr(bias), mptr(out), m, n, op.s());
+      return;
+    }
+    GemmArgs g;
+    g.ab_dt = g.c_dt = dt;
+    g.trans_b = true;
+    g.m = m, g.n = n, g.k = k;
+    g.lda = k, g.ldb = k, g.ldc = n;
+    cuda::gemm(g, cptr(x2d), cptr(w), mptr(out), op.device(), op.s(), cptr(bias));
+  }
+
   void embedding(const Tensor& table, const Tensor& ids, Tensor& out) override {
     OpScope op("embedding", table);
     cuda::embedding(dt_of(table, "embedding"), cptr(table), cptr(ids), idx64(ids, "embedding"), mptr(out), ids.numel(),
@@ -252,6 +241,25 @@ class CudaBackend final : public Backend {
     OpScope op("swiglu_backward", gate);
     cuda::swiglu_backward(dt_of(gate, "swiglu_backward"), cptr(dy), cptr(gate), cptr(up), mptr(dgate), mptr(dup),
                           gate.numel(), op.s());
+  }
+  void swiglu_gated(const Tensor& gate, const Tensor& up, const Tensor& z, Tensor& out) override {
+    OpScope op("swiglu_gated", gate);
+    cuda::swiglu_gated(dt_of(gate, "swiglu_gated"), cptr(gate), cptr(up), cptr(z), mptr(out), rows_of(gate), z.numel(),
+                       op.s());
+  }
+  void swiglu_gated_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, const Tensor& z, Tensor& dgate,
+                             Tensor& dup, Tensor& dz) override {
+    OpScope op("swiglu_gated_backward", gate);
+    const Dt dt = dt_of(gate, "swiglu_gated_backward");
+    const int64_t rows = rows_of(gate), cols = z.numel();
+    if (!dz.defined()) {  // z a constant: elementwise only
+      cuda::swiglu_gated_backward(dt, cptr(dy), cptr(gate), cptr(up), cptr(z), mptr(dgate), mptr(dup), rows, cols,
+                                  op.s());
+      return;
+    }
+    Tensor scratch = doubles(column_chunks(rows) * cols, gate);
+    cuda::swiglu_gated_backward_dz(dt, cptr(dy), cptr(gate), cptr(up), cptr(z), mptr(dgate), mptr(dup), mptr(dz), rows,
+                                   cols, dptr(scratch), op.s());
   }
   void softmax(const Tensor& x, Tensor& out) override {
     OpScope op("softmax", x);
@@ -392,6 +400,48 @@ class CudaBackend final : public Backend {
                 adamw_scalars(config, step), op.s());
   }
 
+  void adamw_multi(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                   const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, const ops::AdamWConfig& config,
+                   int64_t step) override {
+    bool f32 = true;
+    for (const Tensor* p : params) f32 = f32 && p->dtype() == DType::f32;
+    if (f32) cuda::adamw_multi(params, grads, m, v, config, step);  // one launch per 64 tensors
+    else Backend::adamw_multi(params, grads, m, v, config, step);
+  }
+
+  uint64_t profile_mark() override {
+    int device = 0;
+    KOFF_CUDA_CHECK(cudaGetDevice(&device));
+    Marks& mk = marks();
+    std::lock_guard<std::mutex> lock(mk.mutex);
+    if (mk.used == mk.events.size()) {
+      cudaEvent_t e;
+      KOFF_CUDA_CHECK(cudaEventCreate(&e));
+      mk.events.push_back(e);
+    }
+    KOFF_CUDA_CHECK(cudaEventRecord(mk.events[mk.used], stream(device)));
+    return mk.used++;
+  }
+  double profile_elapsed_ms(uint64_t start, uint64_t stop) override {
+    Marks& mk = marks();
+    std::lock_guard<std::mutex> lock(mk.mutex);
+    KOFF_CHECK(start < mk.used && stop < mk.used, "profile_elapsed_ms: unknown marks {} and {}", start, stop);
+    KOFF_CUDA_CHECK(cudaEventSynchronize(mk.events[stop]));
+    float ms = 0;
+    KOFF_CUDA_CHECK(cudaEventElapsedTime(&ms, mk.events[start], mk.events[stop]));
+    return ms;
+  }
+  void profile_release() override {
+    Marks& mk = marks();
+    std::lock_guard<std::mutex> lock(mk.mutex);
+    mk.used = 0;
+  }
+  void synchronize() override {
+    int device = 0;
+    KOFF_CUDA_CHECK(cudaGetDevice(&device));
+    cuda::synchronize(device);
+  }
+
   static AdamWScalars adamw_scalars(const ops::AdamWConfig& c, int64_t step) {
     const double t = static_cast<double>(step);
     return {float(1.0 - c.lr * c.weight_decay), float(c.beta2),
@@ -431,34 +481,6 @@ class CudaBackend final : public Backend {
 Backend& cuda_backend() {
   static CudaBackend backend;
   return backend;
-}
-
-void set_profiling(bool on) {
-  Profiler& p = profiler();
-  std::lock_guard<std::mutex> lock(p.mutex);
-  p.enabled = on;
-}
-
-std::vector<OpTime> profile_collect() {
-  Profiler& p = profiler();
-  std::lock_guard<std::mutex> lock(p.mutex);
-  for (auto& e : p.pending) {
-    KOFF_CUDA_CHECK(cudaEventSynchronize(e.stop));
-    float ms = 0;
-    KOFF_CUDA_CHECK(cudaEventElapsedTime(&ms, e.start, e.stop));
-    OpTime& t = p.totals[e.name];
-    t.name = e.name;
-    t.ms += ms;
-    t.calls += 1;
-    p.pool.push_back(e.start);
-    p.pool.push_back(e.stop);
-  }
-  p.pending.clear();
-  std::vector<OpTime> out;
-  for (auto& [name, t] : p.totals) out.push_back(t);
-  p.totals.clear();
-  std::sort(out.begin(), out.end(), [](const OpTime& a, const OpTime& b) { return a.ms > b.ms; });
-  return out;
 }
 
 void adamw_multi(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,

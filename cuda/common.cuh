@@ -64,6 +64,16 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return t;
 }
 
+// Gradients of the gated SwiGLU y = silu(g) u z at one element, in f32 (the CPU kernel's formulas,
+// engine/cpu/activations.h): dgate, dup, and m = silu(g) u, the term dz sums (times dy).
+struct SwigluGatedGrad {
+  float dgate, dup, m;
+};
+__device__ __forceinline__ SwigluGatedGrad swiglu_gated_grad(float dy, float g, float u, float z) {
+  const float s = 1.0f / (1.0f + expf(-g)), d = dy * z;
+  return {d * u * s * (1.0f + g * (1.0f - s)), d * g * s, g * s * u};
+}
+
 // Grid for a grid-stride loop over n items: enough blocks to fill an H200 several times over.
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t blocks = (n + threads - 1) / threads;

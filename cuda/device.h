@@ -28,17 +28,8 @@ void synchronize(int device = 0);
 // (NaN in f32 and bf16), so an output a kernel fails to write shows up as NaN.
 void set_poison_allocations(bool on);
 
-// ---- profiling (koff offload --profile, bench/cuda) -------------------------------------------
-// While on, every backend op is bracketed by CUDA events on its stream (NVTX ranges are always
-// there, for Nsight). profile_collect() synchronises and returns GPU milliseconds per op name,
-// largest first, then clears.
-void set_profiling(bool on);
-struct OpTime {
-  std::string name;
-  double ms = 0;
-  int64_t calls = 0;
-};
-std::vector<OpTime> profile_collect();
+// Per-op profiling is backend-neutral: engine/ops/profile.h (this backend's marks are CUDA events
+// on its stream; NVTX ranges are always there, for Nsight).
 
 // Multi-tensor AdamW over f32 tensors on one device: one launch per 64 tensors instead of one per
 // tensor (the trainables of a KOFF step are hundreds of small LoRA/gate/memory tensors).

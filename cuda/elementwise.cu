@@ -1,6 +1,7 @@
 // Pointwise CUDA kernels, bf16 I/O with f32 math: binary ops, scale, axpy, bias, group gates, SiLU and
-// SwiGLU (forward and backward), hard-concrete gates, AdamW (one tensor, or many f32 tensors in one
-// launch), and the strided/dtype-converting copy that Tensor::copy_ uses on the GPU.
+// SwiGLU (forward and backward; also with the neuron gate fused in), hard-concrete gates, AdamW (one
+// tensor, or many f32 tensors in one launch), and the strided/dtype-converting copy that Tensor::copy_
+// uses on the GPU.
 // All are memory-bound grid-stride loops with 64-bit indices; the figure of merit is bytes moved
 // over the copy ceiling (bench/cuda).
 #include <cuda_fp16.h>
@@ -65,6 +66,24 @@ template <typename F>
 void launch_map(int64_t n, F f, cudaStream_t s) {
   if (n <= 0) return;
   map_kernel<<<grid_for(n, 256), 256, 0, s>>>(n, f);
+  KOFF_CUDA_CHECK(cudaGetLastError());
+}
+
+// f(r, c) over a [rows, cols] matrix without index division: blockIdx.x tiles the columns, blockIdx.y
+// strides over the rows (for per-column operands such as a neuron gate).
+template <typename F>
+__global__ void rows_map_kernel(int64_t rows, int64_t cols, F f) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) f(r, c);
+}
+
+template <typename F>
+void launch_rows_map(int64_t rows, int64_t cols, F f, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return;
+  const int threads = cols >= 256 ? 256 : int((cols + 31) / 32) * 32;
+  const dim3 grid(unsigned((cols + threads - 1) / threads), unsigned(rows < 65535 ? rows : 65535));
+  rows_map_kernel<<<grid, threads, 0, s>>>(rows, cols, f);
   KOFF_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -140,6 +159,36 @@ struct SwigluBackF {
     const float g = ld(gate, i), s = sigmoidf(g), d = ld(dy, i);
     st(dup, i, d * g * s);
     st(dgate, i, d * ld(up, i) * s * (1.0f + g * (1.0f - s)));
+  }
+};
+
+template <typename T>
+struct SwigluGatedF {
+  const T* gate;
+  const T* up;
+  const T* z;
+  T* out;
+  int64_t cols;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    const int64_t i = r * cols + c;
+    const float g = ld(gate, i);
+    st(out, i, g * sigmoidf(g) * ld(up, i) * ld(z, c));
+  }
+};
+template <typename T>
+struct SwigluGatedBackF {
+  const T* dy;
+  const T* gate;
+  const T* up;
+  const T* z;
+  T* dgate;
+  T* dup;
+  int64_t cols;
+  __device__ void operator()(int64_t r, int64_t c) const {
+    const int64_t i = r * cols + c;
+    const SwigluGatedGrad g = swiglu_gated_grad(ld(dy, i), ld(gate, i), ld(up, i), ld(z, c));
+    st(dgate, i, g.dgate);
+    st(dup, i, g.dup);
   }
 };
 
@@ -365,6 +414,27 @@ void swiglu_backward(Dt dt, const void* dy, const void* gate, const void* up, vo
                SwigluBackF<T>{static_cast<const T*>(dy), static_cast<const T*>(gate), static_cast<const T*>(up),
                               static_cast<T*>(dgate), static_cast<T*>(dup)},
                s);
+  });
+}
+void swiglu_gated(Dt dt, const void* gate, const void* up, const void* z, void* out, int64_t rows, int64_t cols,
+                  cudaStream_t s) {
+  on_dt(dt, [&](auto tag) {
+    using T = decltype(tag);
+    launch_rows_map(rows, cols,
+                    SwigluGatedF<T>{static_cast<const T*>(gate), static_cast<const T*>(up), static_cast<const T*>(z),
+                                    static_cast<T*>(out), cols},
+                    s);
+  });
+}
+void swiglu_gated_backward(Dt dt, const void* dy, const void* gate, const void* up, const void* z, void* dgate,
+                           void* dup, int64_t rows, int64_t cols, cudaStream_t s) {
+  on_dt(dt, [&](auto tag) {
+    using T = decltype(tag);
+    launch_rows_map(rows, cols,
+                    SwigluGatedBackF<T>{static_cast<const T*>(dy), static_cast<const T*>(gate),
+                                        static_cast<const T*>(up), static_cast<const T*>(z), static_cast<T*>(dgate),
+                                        static_cast<T*>(dup), cols},
+                    s);
   });
 }
 void hard_concrete(Dt dt, int mode, const HardConcreteConstants& c, const void* log_alpha, const void* u, void* out,

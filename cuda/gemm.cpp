@@ -35,8 +35,10 @@ struct Plan {
   }
 };
 
+// The last two fields: bias epilogue on, and the bias pointer's alignment (0 without a bias), which
+// the heuristic reads from the descriptor's bias pointer.
 using Key = std::tuple<int, int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                      int64_t, int64_t, uint32_t, uint32_t, uint32_t, bool>;
+                      int64_t, int64_t, uint32_t, uint32_t, uint32_t, bool, bool, uint32_t>;
 
 struct DeviceState {
   cublasLtHandle_t handle = nullptr;
@@ -84,10 +86,11 @@ std::string describe(const GemmArgs& g) {
          (g.ab_dt == Dt::f32 ? " f32" : " bf16");
 }
 
-Plan& plan_for(DeviceState& st, const GemmArgs& g, uint32_t al_a, uint32_t al_b, uint32_t al_c) {
+Plan& plan_for(DeviceState& st, const GemmArgs& g, uint32_t al_a, uint32_t al_b, uint32_t al_c, const void* bias) {
   const bool beta_zero = g.beta == 0.0f;
+  const uint32_t al_bias = bias ? alignment_of(bias) : 0;
   Key key{int(g.ab_dt), int(g.c_dt), g.trans_a, g.trans_b, g.m, g.n, g.k, g.batch, g.lda, g.ldb, g.ldc,
-          g.stride_a, g.stride_b, g.stride_c, al_a, al_b, al_c, beta_zero};
+          g.stride_a, g.stride_b, g.stride_c, al_a, al_b, al_c, beta_zero, bias != nullptr, al_bias};
   auto it = st.plans.find(key);
   if (it != st.plans.end()) return *it->second;
 
@@ -98,6 +101,16 @@ Plan& plan_for(DeviceState& st, const GemmArgs& g, uint32_t al_a, uint32_t al_b,
   const cublasOperation_t op_lt_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   KOFF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_lt_a, sizeof(op_lt_a)));
   KOFF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_lt_b, sizeof(op_lt_b)));
+  if (bias) {  // bias[n] down the N rows of the column-major D^T [N, M], broadcast over its M columns
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const int32_t bias_type = lt_type(g.c_dt);
+    KOFF_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+    KOFF_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+    // The heuristic takes the bias alignment from this pointer; each call sets its own (same alignment).
+    KOFF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
   const uint64_t a_rows = g.trans_b ? g.k : g.n, a_cols = g.trans_b ? g.n : g.k;  // stored B, column-major
   const uint64_t b_rows = g.trans_a ? g.m : g.k, b_cols = g.trans_a ? g.k : g.m;  // stored A, column-major
   KOFF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, lt_type(g.ab_dt), a_rows, a_cols, g.ldb));
@@ -124,7 +137,7 @@ Plan& plan_for(DeviceState& st, const GemmArgs& g, uint32_t al_a, uint32_t al_b,
   cublasLtMatmulPreferenceDestroy(pref);
   KOFF_CUBLAS_CHECK(st1);
   KOFF_CUBLAS_CHECK(st2);
-  if (found == 0) throw Error("cuBLASLt has no algorithm for the GEMM " + describe(g));
+  if (found == 0) throw Error("cuBLASLt has no algorithm for the GEMM " + describe(g) + (bias ? " with bias" : ""));
   p->algo = result.algo;
   Plan& ref = *p;
   st.plans.emplace(key, std::move(p));
@@ -133,14 +146,16 @@ Plan& plan_for(DeviceState& st, const GemmArgs& g, uint32_t al_a, uint32_t al_b,
 
 }  // namespace
 
-void gemm(const GemmArgs& g, const void* a, const void* b, void* c, int device, cudaStream_t stream) {
+void gemm(const GemmArgs& g, const void* a, const void* b, void* c, int device, cudaStream_t stream, const void* bias) {
   if (g.batch == 0 || g.m == 0 || g.n == 0) return;
   if (g.batch > INT32_MAX) throw Error("gemm: batch " + std::to_string(g.batch) + " exceeds cuBLASLt's int32 count");
   GemmContext& ctx = GemmContext::get();
   std::lock_guard<std::mutex> lock(ctx.mutex);
   DeviceState& st = ctx.device(device);
   // al_a/al_b/al_c: alignment of our A, B, C pointers (Lt's B, A, C).
-  Plan& p = plan_for(st, g, alignment_of(a), alignment_of(b), alignment_of(c));
+  Plan& p = plan_for(st, g, alignment_of(a), alignment_of(b), alignment_of(c), bias);
+  if (bias)
+    KOFF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   KOFF_CUBLAS_CHECK(cublasLtMatmul(st.handle, p.op, &g.alpha, b, p.la, a, p.lb, &g.beta, c, p.lc, c, p.lc, &p.algo,
                                    st.workspace, kWorkspaceBytes, stream));
 }

@@ -9,8 +9,8 @@
 // C^T = B^T A^T, so the call swaps the operands; no data moves.
 //
 // One cuBLASLt handle and one 32 MiB workspace per device; the descriptors, layouts and the
-// heuristic's algorithm are cached per shape/stride/alignment key, so a training step's GEMMs query
-// the heuristic once each.
+// heuristic's algorithm are cached per shape/stride/alignment/epilogue key, so a training step's GEMMs
+// query the heuristic once each.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,7 +30,11 @@ struct GemmArgs {
   float alpha = 1.0f, beta = 0.0f;
 };
 
-void gemm(const GemmArgs& g, const void* a, const void* b, void* c, int device, cudaStream_t stream);
+// With `bias` (c_dt elements, [N]), C[i][m, n] = ... + bias[n] on every row, through cuBLASLt's bias
+// epilogue: in the column-major view C^T [N, M] the bias runs down its N rows and is broadcast over
+// its M columns, which is what EPILOGUE_BIAS does ("length = rows of D, broadcast to all columns").
+void gemm(const GemmArgs& g, const void* a, const void* b, void* c, int device, cudaStream_t stream,
+          const void* bias = nullptr);
 
 // Cached algorithms (for tests and the benchmark's report).
 int64_t gemm_cache_size();

@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 namespace koff::cuda {
 
@@ -35,6 +36,12 @@ void silu_backward(Dt dt, const void* dy, const void* x, void* dx, int64_t n, cu
 void swiglu(Dt dt, const void* gate, const void* up, void* out, int64_t n, cudaStream_t s);
 void swiglu_backward(Dt dt, const void* dy, const void* gate, const void* up, void* dgate, void* dup, int64_t n,
                      cudaStream_t s);
+// gate/up [rows, cols], z [cols]: out = silu(gate) up z[c]; the backward writes dgate and dup only
+// (z a constant; with dz see swiglu_gated_backward_dz in reduce.cu).
+void swiglu_gated(Dt dt, const void* gate, const void* up, const void* z, void* out, int64_t rows, int64_t cols,
+                  cudaStream_t s);
+void swiglu_gated_backward(Dt dt, const void* dy, const void* gate, const void* up, const void* z, void* dgate,
+                           void* dup, int64_t rows, int64_t cols, cudaStream_t s);
 // span = zeta - gamma, shift = beta log(-gamma / zeta), u clamped to [eps_lo, eps_hi] (ops::HardConcrete).
 struct HardConcreteConstants {
   float span, gamma, shift, beta, eps_lo, eps_hi;
@@ -81,6 +88,10 @@ void sum_to_last(Dt dt, const void* x, void* out, int64_t rows, int64_t cols, do
 // dz[g] = sum_{r, j} dy[r, g, j] x[r, g, j]; scratch column_chunks(rows) * groups * k doubles.
 void sum_groups_product(Dt dt, const void* dy, const void* x, void* dz, int64_t rows, int64_t groups, int64_t k,
                         double* scratch, cudaStream_t s);
+// swiglu_gated_backward plus dz[c] = sum_r dy silu(gate) up, in one pass: the elementwise gradients
+// are written by the column reduction's first kernel. Scratch column_chunks(rows) * cols doubles.
+void swiglu_gated_backward_dz(Dt dt, const void* dy, const void* gate, const void* up, const void* z, void* dgate,
+                              void* dup, void* dz, int64_t rows, int64_t cols, double* scratch, cudaStream_t s);
 void rmsnorm(Dt dt, const void* x, const void* w, float eps, void* y, float* rstd, int64_t rows, int64_t d,
              cudaStream_t s);
 // dw via a column reduction: scratch column_chunks(rows) * d doubles.
@@ -124,5 +135,17 @@ void attention_backward(Dt dt, const void* dout, const void* q, const void* k, c
                         const void* mem_v, const void* out, const float* lse, float* dsum, void* dq, void* dk,
                         void* dv, void* dmem_k, void* dmem_v, const AttentionShape& d, float scale, bool causal,
                         cudaStream_t s);
+
+// ---- attention_mma.cu: the same two ops on tensor cores (WMMA), bf16 only ------------------------
+// Whether a call takes the tensor-core kernels: bf16, head_dim 64 or 128, at most 64 query heads per
+// KV head, every pointer in `tensors` 16-byte aligned, and KOFF_CUDA_ATTENTION not "simt" ("mma",
+// "auto" or unset take them where they apply; another value is an error). Read at every call.
+bool attention_use_mma(Dt dt, const AttentionShape& d, std::initializer_list<const void*> tensors);
+void attention_forward_mma(const void* q, const void* k, const void* v, const void* mem_k, const void* mem_v, void* out,
+                           float* lse, const AttentionShape& d, float scale, bool causal, cudaStream_t s);
+void attention_backward_mma(const void* dout, const void* q, const void* k, const void* v, const void* mem_k,
+                            const void* mem_v, const void* out, const float* lse, float* dsum, void* dq, void* dk,
+                            void* dv, void* dmem_k, void* dmem_v, const AttentionShape& d, float scale, bool causal,
+                            cudaStream_t s);
 
 }  // namespace koff::cuda

@@ -1,6 +1,6 @@
 // Row and column reductions, bf16 I/O with f32 math (double where sums get long): sum/dot, bias and
-// gate gradients (column sums), RMSNorm forward/backward, softmax, embedding gather/scatter-add, RoPE,
-// cross-entropy rows and gradients, KL divergence.
+// gate gradients (column sums; the gated SwiGLU backward rides on one), RMSNorm forward/backward,
+// softmax, embedding gather/scatter-add, RoPE, cross-entropy rows and gradients, KL divergence.
 //
 // Row kernels use one block per row with warp-shuffle block reductions. Column sums (a [rows, cols]
 // matrix collapsed to [cols]) split the rows into column_chunks(rows) chunks, each block covering 32
@@ -105,6 +105,26 @@ struct NormWeightGrad {
   const float* rstd;
   int64_t d;
   __device__ float operator()(int64_t r, int64_t c) const { return ld(dy, r * d + c) * ld(x, r * d + c) * rstd[r]; }
+};
+
+// The gated SwiGLU's backward at (r, c): writes dgate and dup, returns dy silu(g) u for dz's column sum.
+template <typename T>
+struct SwigluGatedBackAt {
+  const T* dy;
+  const T* gate;
+  const T* up;
+  const T* z;
+  T* dgate;
+  T* dup;
+  int64_t cols;
+  __device__ double operator()(int64_t r, int64_t c) const {
+    const int64_t i = r * cols + c;
+    const float d = ld(dy, i);
+    const SwigluGatedGrad g = swiglu_gated_grad(d, ld(gate, i), ld(up, i), ld(z, c));
+    st(dgate, i, g.dgate);
+    st(dup, i, g.dup);
+    return double(d) * double(g.m);
+  }
 };
 
 // ---- RMSNorm ---------------------------------------------------------------------------------
@@ -380,6 +400,17 @@ void sum_groups_product(Dt dt, const void* dy, const void* x, void* dz, int64_t 
     const int64_t cols = groups * k;
     column_sum(ProductOf<T>{static_cast<const T*>(dy), static_cast<const T*>(x), cols}, rows, cols, k,
                static_cast<T*>(dz), scratch, s);
+  });
+}
+
+void swiglu_gated_backward_dz(Dt dt, const void* dy, const void* gate, const void* up, const void* z, void* dgate,
+                              void* dup, void* dz, int64_t rows, int64_t cols, double* scratch, cudaStream_t s) {
+  on_dt(dt, [&](auto tag) {
+    using T = decltype(tag);
+    // column_partials_kernel visits every (r, c) exactly once, so the elementwise writes ride along.
+    column_sum(SwigluGatedBackAt<T>{static_cast<const T*>(dy), static_cast<const T*>(gate), static_cast<const T*>(up),
+                                    static_cast<const T*>(z), static_cast<T*>(dgate), static_cast<T*>(dup), cols},
+               rows, cols, 1, static_cast<T*>(dz), scratch, s);
   });
 }
 

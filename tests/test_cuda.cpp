@@ -193,6 +193,34 @@ TEST_P(CudaBackendAt, NormsReductionsAndGemms) {
                ops::cross_entropy_backward(0.5, logits, tg, cw.lse), tol(), "cross_entropy_backward");
 }
 
+// The fused SwiGLU + neuron gate at model-like and ragged shapes (columns not a multiple of a block,
+// rows over several reduction chunks), and linear with a bias through cuBLASLt's bias epilogue.
+TEST_P(CudaBackendAt, SwigluGatedAndLinearBias) {
+  const DType dt = GetParam();
+  for (Shape s : {Shape{2, 150, 8192}, Shape{333, 300}, Shape{1, 1, 40}}) {
+    SCOPED_TRACE(shape_str(s));
+    const int64_t f = s.back();
+    Tensor g = rounded(randn(s, Philox(51, 1), DType::f32, 2.0), dt), u = rounded(randn(s, Philox(51, 2)), dt);
+    Tensor z = rounded(rand_uniform({f}, Philox(51, 3), 0.0, 1.0), dt), dy = rounded(randn(s, Philox(51, 4)), dt);
+    expect_close(ops::swiglu_gated(dev(g, dt), dev(u, dt), dev(z, dt)), ops::swiglu_gated(g, u, z), tol(), "y");
+    ops::SwigluGatedGrads want = ops::swiglu_gated_backward(dy, g, u, z);
+    for (bool want_dz : {true, false}) {
+      ops::SwigluGatedGrads got = ops::swiglu_gated_backward(dev(dy, dt), dev(g, dt), dev(u, dt), dev(z, dt), want_dz);
+      expect_close(got.dgate, want.dgate, tol(), "dgate");
+      expect_close(got.dup, want.dup, tol(), "dup");
+      ASSERT_EQ(got.dz.defined(), want_dz);
+      if (want_dz) expect_close(got.dz, want.dz, tol(), "dz");
+    }
+  }
+  for (int64_t n : {int64_t{300}, int64_t{8192}}) {
+    SCOPED_TRACE(n);
+    Tensor x = rounded(randn({3, 67, 96}, Philox(52, 1)), dt),
+           w = rounded(randn({n, 96}, Philox(52, 2), DType::f32, 0.1), dt);
+    Tensor b = rounded(randn({n}, Philox(52, 3)), dt);
+    expect_close(ops::linear(dev(x, dt), dev(w, dt), dev(b, dt)), ops::linear(x, w, b), tol(), "linear + bias");
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaBackendAt, ::testing::Values(DType::f32, DType::bf16),
                          [](const ::testing::TestParamInfo<DType>& i) { return std::string(dtype_name(i.param)); });
 

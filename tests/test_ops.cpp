@@ -178,6 +178,26 @@ std::vector<OpCase> cases() {
                  }
                  return y;
                }});
+  // SwiGLU with the neuron gate fused in, against the composition swiglu then mul_groups. The second
+  // shape has > 64 rows and > 32 columns: several row chunks and column tiles of the CUDA column
+  // reduction that makes dz.
+  auto gated = [&](const char* name, Shape s) {
+    const int64_t f = s.back();
+    c.push_back({name, {{s, true, -4, 4}, {s}, {{f}, true, 0, 1}}, {},
+                 [](const Vars& v, const Tensors&) { return ag::swiglu_gated(v[0], v[1], v[2]); },
+                 [f](const Tensors& x, const Tensors&) {
+                   Tensor g = ref::f64(x[0]), u = ref::f64(x[1]), z = ref::f64(x[2]);
+                   Tensor m = Tensor::empty(g.shape(), DType::f64);
+                   for (int64_t i = 0; i < m.numel(); ++i) {
+                     const double a = g.data<double>()[i];
+                     m.data<double>()[i] = a * ref::sigmoid(a) * u.data<double>()[i];
+                   }
+                   for (int64_t i = 0; i < m.numel(); ++i) m.data<double>()[i] *= z.data<double>()[i % f];
+                   return m;
+                 }});
+  };
+  gated("swiglu_gated", {2, 3, 5});
+  gated("swiglu_gated_rows", {2, 40, 36});
   c.push_back({"softmax", {{{3, 6}, true, -3, 3}}, {}, [](const Vars& v, const Tensors&) { return ag::softmax(v[0]); },
                [](const Tensors& x, const Tensors&) { return ref::softmax(x[0]); }});
 
@@ -401,6 +421,104 @@ TEST(OpHarnessExtra, AdamWMatchesDefinition) {
   }
   auto got = p.to_vector<double>();
   for (size_t i = 0; i < 15; ++i) EXPECT_NEAR(got[i], P[i], 1e-12);
+}
+
+// The fused op against the ops it replaces, swiglu then mul_groups, values and gradients (the backward
+// of the composition: dm = mul_groups(dy, z), swiglu_backward(dm), dz = sum_groups_product(dy, m)).
+// The shape is large enough for the CPU kernels' OpenMP paths.
+TEST(OpHarnessExtra, SwigluGatedMatchesSwigluThenMulGroups) {
+  const Shape s{4, 64, 160};
+  const int64_t f = 160;
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double tol = dt == DType::f64 ? 1e-13 : 1e-6;
+    Tensor g = rand_uniform(s, Philox(test_seed(), 31), -4, 4, dt),
+           u = rand_uniform(s, Philox(test_seed(), 32), -1, 1, dt);
+    Tensor z = rand_uniform({f}, Philox(test_seed(), 33), 0, 1, dt),
+           dy = rand_uniform(s, Philox(test_seed(), 34), -1, 1, dt);
+    Tensor m = ops::swiglu(g, u);
+    Tensor y = ops::swiglu_gated(g, u, z);
+    EXPECT_EQ(y.dtype(), dt);
+    EXPECT_LT(max_rel_error(y, ops::mul_groups(m, z, 1)), tol);
+    ops::SwigluGrads want = ops::swiglu_backward(ops::mul_groups(dy, z, 1), g, u);
+    Tensor want_dz = ops::sum_groups_product(dy, m, f, 1);
+    ops::SwigluGatedGrads got = ops::swiglu_gated_backward(dy, g, u, z);
+    ASSERT_TRUE(got.dz.defined());
+    EXPECT_EQ(shape_str(got.dz.shape()), shape_str(z.shape()));
+    EXPECT_LT(max_rel_error(got.dgate, want.dgate), tol);
+    EXPECT_LT(max_rel_error(got.dup, want.dup), tol);
+    EXPECT_LT(max_rel_error(got.dz, want_dz), tol);
+    ops::SwigluGatedGrads constant_z = ops::swiglu_gated_backward(dy, g, u, z, /*want_dz=*/false);
+    EXPECT_FALSE(constant_z.dz.defined());
+    EXPECT_LT(max_rel_error(constant_z.dgate, want.dgate), tol);
+    EXPECT_LT(max_rel_error(constant_z.dup, want.dup), tol);
+  }
+}
+
+// Strided inputs are made contiguous, and a z that does not match the last dim is refused.
+TEST(OpHarnessExtra, SwigluGatedTakesViewsAndChecksZ) {
+  Tensor g = rand_uniform({5, 6}, Philox(test_seed(), 41), -3, 3, DType::f64);
+  Tensor u = rand_uniform({5, 6}, Philox(test_seed(), 42), -1, 1, DType::f64);
+  Tensor z = rand_uniform({5}, Philox(test_seed(), 43), 0, 1, DType::f64);
+  Tensor gt = g.t(), ut = u.t();  // [6, 5] views, gated over their last dim (5)
+  Tensor want = ops::mul_groups(ops::swiglu(gt.contiguous(), ut.contiguous()), z, 1);
+  EXPECT_LT(max_rel_error(ops::swiglu_gated(gt, ut, z), want), 1e-15);
+  EXPECT_THROW(ops::swiglu_gated(g, u, z), Error);                   // [5, 6] with z [5]
+  EXPECT_THROW(ops::swiglu_gated(gt, ut, z.view({5, 1})), Error);    // z not 1-D
+  EXPECT_THROW(ops::swiglu_gated(gt, ut, z.to(DType::f32)), Error);  // dtype
+  EXPECT_THROW(ops::swiglu_gated_backward(gt, gt, ut, Tensor::ones({6}, DType::f64)), Error);
+}
+
+// ag::swiglu_gated against ag::mul_groups(ag::swiglu(...)) for each pattern of which inputs require a
+// gradient: a constant z (the fused backward skips dz), frozen activations (dz alone), one input.
+TEST(OpHarnessExtra, SwigluGatedAutogradMatchesComposition) {
+  struct Needs {
+    bool gate, up, z;
+  };
+  Tensor g = rand_uniform({3, 7, 9}, Philox(test_seed(), 51), -4, 4, DType::f64);
+  Tensor u = rand_uniform({3, 7, 9}, Philox(test_seed(), 52), -1, 1, DType::f64);
+  Tensor z = rand_uniform({9}, Philox(test_seed(), 53), 0, 1, DType::f64);
+  Tensor w = rand_uniform({3, 7, 9}, Philox(test_seed(), 54), -1, 1, DType::f64);
+  for (Needs n : {Needs{true, true, true}, Needs{true, true, false}, Needs{false, false, true},
+                  Needs{true, false, false}, Needs{false, true, true}}) {
+    SCOPED_TRACE(fmt::format("gate {} up {} z {}", n.gate, n.up, n.z));
+    auto run = [&](bool fused) {
+      Variable vg(g, n.gate), vu(u, n.up), vz(z, n.z);
+      Variable y = fused ? ag::swiglu_gated(vg, vu, vz) : ag::mul_groups(ag::swiglu(vg, vu), vz, 1);
+      ag::dot(y, Variable(w)).backward();
+      return Tensors{y.data(), vg.grad(), vu.grad(), vz.grad()};
+    };
+    Tensors got = run(true), want = run(false);
+    EXPECT_LT(max_rel_error(got[0], want[0]), 1e-14);
+    const bool needs[3] = {n.gate, n.up, n.z};
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_EQ(got[1 + i].defined(), needs[i]) << "input " << i;
+      if (needs[i]) {
+        EXPECT_LT(max_rel_error(got[1 + i], want[1 + i]), 1e-13) << "input " << i;
+      }
+    }
+  }
+}
+
+// linear with W a transposed view of a contiguous [in, out] takes the plain GEMM (no copy) and still
+// adds the bias; the backend's linear takes W stored [out, in]. Both count one GEMM.
+TEST(OpHarnessExtra, LinearBiasWithStoredAndTransposedWeights) {
+  Tensor x = rand_uniform({2, 3, 4}, Philox(test_seed(), 61), -1, 1, DType::f64);
+  Tensor w = rand_uniform({5, 4}, Philox(test_seed(), 62), -1, 1, DType::f64);
+  Tensor b = rand_uniform({5}, Philox(test_seed(), 63), -1, 1, DType::f64);
+  Tensor want = ref::matmul(x, w, false, true);
+  want = ref::elementwise(want, b.expand(want.shape()).contiguous(), 0);
+  Tensor wt_view = w.t().contiguous().t();  // [5, 4], stored as [4, 5]
+  ASSERT_FALSE(wt_view.is_contiguous());
+  for (const Tensor& weight : {w, wt_view}) {
+    const OpCounters before = op_counters();
+    Tensor y = ops::linear(x, weight, b);
+    EXPECT_EQ(op_counters().gemm - before.gemm, 1);
+    EXPECT_EQ(op_counters().gemm_flops - before.gemm_flops, 2 * 6 * 5 * 4);
+    EXPECT_EQ(shape_str(y.shape()), "[2, 3, 5]");
+    EXPECT_LT(max_rel_error(y, want), 1e-14);
+  }
+  EXPECT_THROW(ops::linear(x, w, Tensor::ones({4}, DType::f64)), Error);
 }
 
 TEST(OpHarnessExtra, HardConcreteDeterministicValue) {

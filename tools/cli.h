@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/tensor/dtype.h"
+
 namespace koff::cli {
 
 using RunFn = std::function<int()>;
@@ -27,5 +29,11 @@ struct Command {
 
 bool add_command(Command command);
 const std::vector<Command>& commands();
+
+// `--device`: "cpu" or "cuda" ("cuda:0"). For cuda it registers the CUDA backend of a real GPU; on a
+// machine without one, KOFF_EMULATE_CUDA=1 registers the host emulator instead (engine/ops/
+// emulated_device.h: for tests of the GPU path's plumbing; it says so on stderr). Otherwise an error
+// says why there is no GPU.
+Device select_device(const std::string& name);
 
 }  // namespace koff::cli

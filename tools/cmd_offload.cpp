@@ -50,10 +50,32 @@ void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& n
   sub.add_option("--save-dtype", job.save_dtype, "backbone weights on disk: f32 or bf16")->capture_default_str();
 }
 
+// --device / --dtype / --profile: where and how the model computes (read by apply_device_options).
+struct DeviceOptions {
+  std::string device = "cpu", dtype = "f32";
+  bool profile = false;
+};
+void add_device_options(CLI::App& sub, DeviceOptions& d) {
+  sub.add_option("--device", d.device, "cpu, or cuda (one GPU; trainables and AdamW state stay f32)")
+      ->capture_default_str();
+  sub.add_option("--dtype", d.dtype, "compute dtype of the frozen model: f32, or bf16 (cuda only)")
+      ->capture_default_str();
+  sub.add_flag("--profile", d.profile,
+               "time every op of one training step; print it with the step's MFU and bandwidth against ceilings "
+               "measured in the same run (also <out>/profile.txt)");
+}
+void apply_device_options(const DeviceOptions& d, OffloadJob& job) {
+  KOFF_CHECK(d.dtype == "f32" || d.dtype == "bf16", "--dtype must be f32 or bf16, got '{}'", d.dtype);
+  job.dtype = d.dtype == "bf16" ? koff::DType::bf16 : koff::DType::f32;
+  job.device = koff::cli::select_device(d.device);
+  job.profile = d.profile;
+}
+
 const bool offload_registered = koff::cli::add_command({"offload", "learn a mask + domain memories, export backbone and memories",
     [](CLI::App& sub) {
       auto job = std::make_shared<OffloadJob>();
       auto no_lora = std::make_shared<bool>(false), no_kv = std::make_shared<bool>(false);
+      auto dev = std::make_shared<DeviceOptions>();
       sub.add_option("--model", job->model_dir, "base model: a directory (config.json, safetensors, tokenizer.json) or a GGUF file")->required();
       sub.add_option("--data", job->data_dir, "data directory: <domain>/train.txt and <domain>/valid.txt")->required();
       sub.add_option("--target", job->settings.target, "target sparsity of the prunable size, in [0, 1)")->required();
@@ -61,9 +83,11 @@ const bool offload_registered = koff::cli::add_command({"offload", "learn a mask
       add_settings_options(sub, *job, *no_lora, *no_kv);
       sub.add_option("--bucket-mb", job->bucket_mb, "data parallel: gradient all-reduce bucket size, MiB")
           ->capture_default_str();
+      add_device_options(sub, *dev);
       return [=]() {
         job->settings.memory.lora = !*no_lora;
         job->settings.memory.kv = !*no_kv;
+        apply_device_options(*dev, *job);
         // Under mpirun or torchrun-style variables: this rank of the data-parallel group (README).
         std::unique_ptr<koff::dist::Communicator> comm = koff::dist::from_environment();
         try {
@@ -109,6 +133,7 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
         std::string data = std::string(KOFF_SOURCE_DIR) + "/data/corpus";
         std::vector<double> targets = {0.12, 0.25};
         OffloadJob base;
+        DeviceOptions device;
       };
       auto o = std::make_shared<Options>();
       o->base.settings.steps = 300;
@@ -129,7 +154,9 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
       sub.add_option("--batch", o->base.settings.batch, "sequences per step")->capture_default_str();
       sub.add_option("--seq", o->base.settings.seq, "tokens per sequence")->capture_default_str();
       sub.add_option("--eval-tokens", o->base.eval_tokens, "valid tokens per domain")->capture_default_str();
+      add_device_options(sub, o->device);
       return [=, app = &sub]() {
+        apply_device_options(o->device, o->base);
         if (o->model == "smollm2") {
           // The real pretrained model on CPU: sized to finish in well under an hour on 2 cores.
           const fs::path cache = fs::path(KOFF_SOURCE_DIR) / ".cache";

@@ -72,4 +72,12 @@ Variable mul_groups(const Variable& x, const Variable& z, int64_t k) {
                      });
 }
 
+Variable cast(const Variable& x, DType dtype) {
+  if (!x.defined() || x.dtype() == dtype) return x;
+  const DType original = x.dtype();
+  return make_result(x.data().to(dtype), {x}, "cast", [original](const Tensor& dy, const std::vector<bool>&) {
+    return Grads{dy.to(original)};
+  });
+}
+
 }  // namespace koff::autograd

@@ -195,6 +195,20 @@ class CpuBackend final : public Backend {
       cpu::swiglu_backward<T>(ptr<T>(dy), ptr<T>(gate), ptr<T>(up), mut<T>(dgate), mut<T>(dup), gate.numel());
     });
   }
+  void swiglu_gated(const Tensor& gate, const Tensor& up, const Tensor& z, Tensor& out) override {
+    on_float(gate, "swiglu_gated", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::swiglu_gated<T>(ptr<T>(gate), ptr<T>(up), ptr<T>(z), mut<T>(out), rows_of(gate), z.numel());
+    });
+  }
+  void swiglu_gated_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, const Tensor& z, Tensor& dgate,
+                             Tensor& dup, Tensor& dz) override {
+    on_float(gate, "swiglu_gated_backward", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::swiglu_gated_backward<T>(ptr<T>(dy), ptr<T>(gate), ptr<T>(up), ptr<T>(z), mut<T>(dgate), mut<T>(dup),
+                                    mut<T>(dz), rows_of(gate), z.numel());
+    });
+  }
   void softmax(const Tensor& x, Tensor& out) override {
     on_float(x, "softmax", [&](auto tag) {
       using T = decltype(tag);

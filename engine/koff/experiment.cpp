@@ -12,6 +12,8 @@
 #include "engine/koff/export.h"
 #include "engine/nn/evaluate.h"
 #include "engine/nn/model_files.h"
+#include "engine/ops/emulated_device.h"
+#include "engine/ops/profile.h"
 
 namespace koff::offload {
 
@@ -35,6 +37,9 @@ void validate(const OffloadJob& job) {
              s.memory.kv_init);
   KOFF_CHECK(job.save_dtype == "f32" || job.save_dtype == "bf16", "--save-dtype must be f32 or bf16");
   KOFF_CHECK(job.bucket_mb > 0, "--bucket-mb must be positive, got {}", job.bucket_mb);
+  KOFF_CHECK(job.dtype == DType::f32 || job.dtype == DType::bf16, "--dtype must be f32 or bf16");
+  KOFF_CHECK(job.dtype == DType::f32 || !job.device.is_cpu(),
+             "--dtype bf16 needs --device cuda: the CPU backend computes in f32 (the reference)");
   nn::check_model_files(job.model_dir);  // a model directory or a GGUF file
   for (const auto& d : data::list_domains(job.data_dir)) {
     (void)data::read_paragraphs(d.train);
@@ -68,7 +73,7 @@ json lape(const nn::Transformer& base, const std::vector<std::vector<int32_t>>& 
       for (int64_t l = 0; l < L; ++l)
         hooks[static_cast<size_t>(l)].adapt = [&, l](nn::Proj pr, const ag::Variable&, const ag::Variable& y) {
           if (pr == nn::Proj::gate) {
-            Tensor g = y.data().reshape({-1, F}).to(DType::f32);
+            Tensor g = y.data().reshape({-1, F}).to(Device::cpu()).to(DType::f32);
             const float* v = g.data<float>();
             for (int64_t r = 0; r < g.size(0); ++r)
               for (int64_t i = 0; i < F; ++i) active[static_cast<size_t>(l * F + i)] += v[r * F + i] > 0;
@@ -129,7 +134,8 @@ bool run_offload(const OffloadJob& job) {
   auto note = [&](const std::string& m) {
     if (job.progress) job.progress({"", 0, 0, 0, 0, 0, 0, 0, 0, 0, m});
   };
-  nn::Transformer base = nn::Transformer::load(job.model_dir, DType::f32);
+  nn::Transformer base = nn::Transformer::load(job.model_dir, job.dtype);
+  base.to(job.device);
   Tokenizer tok = nn::load_tokenizer(job.model_dir);
   const auto& eos_ids = base.config().eos_token_ids;
   const int64_t eos = eos_ids.empty() ? -1 : eos_ids.front();
@@ -157,9 +163,32 @@ bool run_offload(const OffloadJob& job) {
                      s.batch, job.bucket_mb));
   }
 
+  if (!job.device.is_cpu())
+    note(fmt::format("device {} ({}), frozen weights in {}, trainables and AdamW state in f32", job.device.str(),
+                     raw_backend_for(job.device).name(), dtype_name(job.dtype)));
   OffloadTrainer trainer(base, names, train, s, out.string(), job.comm,
                          static_cast<size_t>(job.bucket_mb * 1024 * 1024));
+  profile::Ceilings ceilings;
+  if (job.profile && root) {
+    // Ceilings measured here, in the same run as the step they judge (sized down on the CPU).
+    const bool host = job.device.is_cpu() || cuda_is_emulated();
+    ceilings = profile::measure_ceilings(job.device, job.dtype, host ? (size_t{256} << 20) : (size_t{2} << 30),
+                                         host ? 1024 : 8192);
+    trainer.set_profile(true);
+  }
   if (!trainer.run(job.progress, job.interrupt)) return false;
+  if (job.profile && root && trainer.step_profile().step >= 0) {
+    const auto& sp = trainer.step_profile();
+    const std::string text = fmt::format("step {}: ", sp.step) +
+                             profile::format_step_profile(sp.ops, sp.step_ms, sp.tokens, ceilings,
+                                                          fmt::format("{} {}", job.device.str(), dtype_name(job.dtype)));
+    io::write_file_atomic(out / "profile.txt", text);
+    for (size_t a = 0, b; a < text.size(); a = b + 1) {  // one note per line
+      b = text.find('\n', a);
+      if (b == std::string::npos) b = text.size();
+      note(text.substr(a, b - a));
+    }
+  }
   if (!root) return true;  // rank 0 exports and evaluates what every rank holds
   const FinalMask& mask = trainer.mask();
 
@@ -170,7 +199,8 @@ bool run_offload(const OffloadJob& job) {
   backbone.save((out / "backbone").string(), job.save_dtype == "bf16" ? DType::bf16 : DType::f32);
   io::write_file_atomic(out / "backbone" / "tokenizer.json", nn::tokenizer_json_text(job.model_dir));
   // Evaluate what was exported: the backbone as saved, reloaded.
-  nn::Transformer saved = nn::Transformer::load((out / "backbone").string(), DType::f32);
+  nn::Transformer saved = nn::Transformer::load((out / "backbone").string(), job.dtype);
+  saved.to(job.device);
   std::vector<LoadedMemory> memories;
   if (trainer.bank()) {
     for (size_t d = 0; d < names.size(); ++d) {

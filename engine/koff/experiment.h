@@ -28,6 +28,13 @@ struct OffloadJob {
   std::function<void(const StepReport&)> progress;
   dist::Communicator* comm = nullptr;  // the data-parallel group; null: one process
   double bucket_mb = 32;               // gradient all-reduce bucket, MiB
+  // Where the frozen model computes, in which dtype: cpu f32 (the reference), or cuda f32/bf16 (the
+  // trainables stay f32 either way). The caller registers the device's backend (tools/cli.h).
+  Device device = Device::cpu();
+  DType dtype = DType::f32;
+  // Time every op of one training step and print it with the step's MFU and bandwidth against
+  // ceilings measured in the same run (engine/ops/profile.h); also written to <out>/profile.txt.
+  bool profile = false;
 };
 
 // Checks everything a run needs (model, tokenizer, domains, settings) before anything is written;

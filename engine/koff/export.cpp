@@ -20,11 +20,16 @@ std::vector<int64_t> kept_indices(const std::vector<bool>& keep) {
   return out;
 }
 
-// Rows (dim 0) or columns (dim 1) of a 2-D tensor: the listed blocks of `block` rows/columns each.
+// Export works on host copies in f32 (f64 in gradient checks): the CPU backend computes in those,
+// and a model trained on a GPU in bf16 holds its weights there in bf16.
+DType host_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
+
+// Rows (dim 0) or columns (dim 1) of a 2-D tensor, into a host tensor: the listed blocks of `block`
+// rows/columns each.
 Tensor take(const Tensor& w, int64_t dim, const std::vector<int64_t>& blocks, int64_t block) {
   Shape shape = w.shape();
   shape[dim] = static_cast<int64_t>(blocks.size()) * block;
-  Tensor out = Tensor::empty(shape, w.dtype());
+  Tensor out = Tensor::empty(shape, host_dtype(w.dtype()));
   for (size_t i = 0; i < blocks.size(); ++i)
     out.slice(dim, static_cast<int64_t>(i) * block, static_cast<int64_t>(i + 1) * block)
         .copy_(w.slice(dim, blocks[i] * block, (blocks[i] + 1) * block));
@@ -86,7 +91,7 @@ std::string backbone_fingerprint(const io::ModelConfig& c) {
 }
 
 nn::Transformer masked_dense(const nn::Transformer& base, const FinalMask& mask) {
-  nn::Transformer out(base.config(), base.embed().dtype());
+  nn::Transformer out(base.config(), host_dtype(base.dtype()));  // on the host
   auto src = base.named_parameters();
   auto dst = out.named_parameters();
   for (size_t i = 0; i < src.size(); ++i) const_cast<ag::Variable&>(dst[i].second).mutable_data().copy_(src[i].second.data());
@@ -118,7 +123,7 @@ nn::Transformer compact(const nn::Transformer& base, const FinalMask& mask, cons
   c.koff["prunable_parameters"] = mask.prunable;
   c.koff["removed_fraction_of_all"] = mask.removed / total_parameters(bc);
 
-  nn::Transformer out(c, base.embed().dtype());
+  nn::Transformer out(c, host_dtype(base.dtype()));  // on the host, whatever device base is on
   // Everything that is not pruned is copied as is (embeddings, norms, lm_head, q/k norms).
   auto src = base.named_parameters();
   std::map<std::string, Tensor> by_name;
@@ -170,8 +175,8 @@ void export_memory(const MemoryBank& bank, int64_t d, const FinalMask& mask, con
     const LayerPlan p = plan(mask, static_cast<int64_t>(l), rep);
     for (const auto& [proj, a_table] : t.lora_a) {
       const auto [in, out] = t.io.at(proj);
-      Tensor a = a_table.data().select(0, d).reshape({r, in}).clone();
-      Tensor b = t.lora_b.at(proj).data().select(0, d).reshape({out, r}).clone();
+      Tensor a = a_table.data().select(0, d).reshape({r, in}).to(Device::cpu()).clone();
+      Tensor b = t.lora_b.at(proj).data().select(0, d).reshape({out, r}).to(Device::cpu()).clone();
       // PEFT (masked dense backbone): the gated input of o/down carries z in A's columns.
       Tensor a_dense = a.clone();
       if (proj == Proj::o) scale_column_blocks(a_dense, mask.z_heads[l], hd);
@@ -202,7 +207,8 @@ void export_memory(const MemoryBank& bank, int64_t d, const FinalMask& mask, con
     }
     if (t.kv_k.defined()) {
       const int64_t G = t.kv_k.data().size(1) / (m * hd);
-      Tensor k = t.kv_k.data().select(0, d).reshape({m, G, hd}), v = t.kv_v.data().select(0, d).reshape({m, G, hd});
+      Tensor k = t.kv_k.data().select(0, d).reshape({m, G, hd}).to(Device::cpu());
+      Tensor v = t.kv_v.data().select(0, d).reshape({m, G, hd}).to(Device::cpu());
       Tensor ck = Tensor::empty({m, static_cast<int64_t>(p.groups.size()), hd}, k.dtype()), cv = ck.clone();
       for (size_t g = 0; g < p.groups.size(); ++g) {
         const int64_t src = p.groups[g];
@@ -248,7 +254,9 @@ LoadedMemory load_memory(const std::string& dir, const nn::Transformer& backbone
   m.domain = meta.value("domain", std::string());
   m.config = MemoryConfig::from_json(meta.at("memory"));
   io::SafetensorsFile f(fs::path(dir) / "memory.safetensors");
-  const DType dt = backbone.embed().dtype();
+  // In the backbone's dtype, on its device.
+  const DType dt = backbone.dtype();
+  const Device dev = backbone.device();
   m.lora.resize(static_cast<size_t>(backbone.num_layers()));
   for (int64_t l = 0; l < backbone.num_layers(); ++l) {
     if (m.config.lora)
@@ -258,11 +266,11 @@ LoadedMemory load_memory(const std::string& dir, const nn::Transformer& backbone
         const Tensor& w = const_cast<nn::Transformer&>(backbone).layer(l).proj(p).data();
         KOFF_CHECK(a.size(1) == w.size(1) && b.size(0) == w.size(0), "{}: LoRA of layer {} {} has shapes {} / {} for a weight {}",
                    dir, l, nn::proj_name(p), shape_str(a.shape()), shape_str(b.shape()), shape_str(w.shape()));
-        m.lora[static_cast<size_t>(l)][p] = {a, b};
+        m.lora[static_cast<size_t>(l)][p] = {a.to(dev), b.to(dev)};
       }
     if (m.config.kv) {
-      m.kv_keys.push_back(f.load(fmt::format("layers.{}.kv_keys", l), dt).unsqueeze(0).contiguous());
-      m.kv_values.push_back(f.load(fmt::format("layers.{}.kv_values", l), dt).unsqueeze(0).contiguous());
+      m.kv_keys.push_back(f.load(fmt::format("layers.{}.kv_keys", l), dt).unsqueeze(0).contiguous().to(dev));
+      m.kv_values.push_back(f.load(fmt::format("layers.{}.kv_values", l), dt).unsqueeze(0).contiguous().to(dev));
     }
   }
   return m;

@@ -31,10 +31,13 @@ double total_parameters(const io::ModelConfig& c) {
   return V * d * (c.tie_word_embeddings ? 1 : 2) + d + u.prunable() + u.layers * per_layer;
 }
 
-HardConcreteGates::HardConcreteGates(const UnitCosts& costs, double init_log_alpha, DType dtype) : costs_(costs) {
+HardConcreteGates::HardConcreteGates(const UnitCosts& costs, double init_log_alpha, DType dtype, Device device)
+    : costs_(costs) {
   for (int64_t l = 0; l < costs.layers; ++l) {
-    head_.emplace_back(Tensor::full({costs.heads}, init_log_alpha, dtype), true, fmt::format("log_alpha.heads.{}", l));
-    neuron_.emplace_back(Tensor::full({costs.neurons}, init_log_alpha, dtype), true, fmt::format("log_alpha.neurons.{}", l));
+    head_.emplace_back(Tensor::full({costs.heads}, init_log_alpha, dtype, device), true,
+                       fmt::format("log_alpha.heads.{}", l));
+    neuron_.emplace_back(Tensor::full({costs.neurons}, init_log_alpha, dtype, device), true,
+                         fmt::format("log_alpha.neurons.{}", l));
   }
 }
 
@@ -49,12 +52,21 @@ HardConcreteGates::Sample HardConcreteGates::sample(uint64_t seed, int64_t step)
   const Philox rng(seed ^ 0x9A7E5EEDull, static_cast<uint64_t>(step));
   const uint64_t per_layer = static_cast<uint64_t>(costs_.heads + costs_.neurons);
   Sample s;
-  for (size_t l = 0; l < head_.size(); ++l) {
-    const uint64_t first = l * per_layer;
-    Tensor uh = rand_uniform({costs_.heads}, rng, 0.0, 1.0, head_[l].dtype(), first);
-    Tensor un = rand_uniform({costs_.neurons}, rng, 0.0, 1.0, neuron_[l].dtype(), first + static_cast<uint64_t>(costs_.heads));
-    s.heads.push_back(ag::hard_concrete_sample(head_[l], uh));
-    s.neurons.push_back(ag::hard_concrete_sample(neuron_[l], un));
+  if (head_.empty()) return s;
+  // The uniforms of every layer are drawn on the host and moved to the gates' device in one copy.
+  const int64_t H = costs_.heads, F = costs_.neurons, L = static_cast<int64_t>(head_.size());
+  Tensor u = Tensor::empty({L * (H + F)}, head_[0].dtype());
+  for (int64_t l = 0; l < L; ++l) {
+    const uint64_t first = static_cast<uint64_t>(l) * per_layer;
+    u.slice(0, l * (H + F), l * (H + F) + H).copy_(rand_uniform({H}, rng, 0.0, 1.0, u.dtype(), first));
+    u.slice(0, l * (H + F) + H, (l + 1) * (H + F))
+        .copy_(rand_uniform({F}, rng, 0.0, 1.0, u.dtype(), first + static_cast<uint64_t>(H)));
+  }
+  u = u.to(head_[0].data().device());
+  for (int64_t l = 0; l < L; ++l) {
+    s.heads.push_back(ag::hard_concrete_sample(head_[static_cast<size_t>(l)], u.slice(0, l * (H + F), l * (H + F) + H)));
+    s.neurons.push_back(
+        ag::hard_concrete_sample(neuron_[static_cast<size_t>(l)], u.slice(0, l * (H + F) + H, (l + 1) * (H + F))));
   }
   return s;
 }
@@ -79,9 +91,11 @@ Variable expected_kept(const Variable& p_heads, const Variable& p_neurons, const
     kept += (1 - all_closed) * c.group;
   }
   for (double p : pn) kept += p * c.neuron;
-  Tensor out = Tensor::full({}, kept, p_heads.dtype());
+  // Computed on the host (a few thousand probabilities, once per step); the result lives with them.
+  const Device device = p_heads.data().device();
+  Tensor out = Tensor::full({}, kept, p_heads.dtype(), device);
   return ag::make_result(out, {p_heads, p_neurons}, "expected_kept",
-                         [ph, pn, c, rep, dtype = p_heads.dtype()](const Tensor& dy, const std::vector<bool>& n) {
+                         [ph, pn, c, rep, dtype = p_heads.dtype(), device](const Tensor& dy, const std::vector<bool>& n) {
                            const double g = dy.item();
                            Tensor dh, dn;
                            if (n[0]) {
@@ -93,9 +107,9 @@ Variable expected_kept(const Variable& p_heads, const Variable& p_neurons, const
                                  if (o != h) others_closed *= 1 - ph[static_cast<size_t>(o)];
                                v[static_cast<size_t>(h)] = g * (c.head + c.group * others_closed);
                              }
-                             dh = Tensor::from_vector(v, {c.heads}).to(dtype);
+                             dh = Tensor::from_vector(v, {c.heads}).to(dtype).to(device);
                            }
-                           if (n[1]) dn = Tensor::full({c.neurons}, g * c.neuron, dtype);
+                           if (n[1]) dn = Tensor::full({c.neurons}, g * c.neuron, dtype, device);
                            return std::vector<Tensor>{dh, dn};
                          });
 }
@@ -107,7 +121,7 @@ Variable HardConcreteGates::expected_sparsity() const {
     kept = kept.defined() ? ag::add(kept, k) : k;
   }
   // s_hat = 1 - E[kept] / P
-  Variable one(Tensor::full({}, 1.0, kept.dtype()));
+  Variable one(Tensor::full({}, 1.0, kept.dtype(), kept.data().device()));
   return ag::sub(one, ag::scale(kept, 1.0 / costs_.prunable()));
 }
 
@@ -157,8 +171,8 @@ FinalMask final_mask(const HardConcreteGates& gates, double target) {
     }
   }
   for (int64_t l = 0; l < c.layers; ++l) {
-    Tensor zh = ops::hard_concrete_deterministic(heads[l].data()).to(DType::f32).clone();
-    Tensor zn = ops::hard_concrete_deterministic(neurons[l].data()).to(DType::f32).clone();
+    Tensor zh = ops::hard_concrete_deterministic(heads[l].data()).to(Device::cpu()).to(DType::f32).clone();
+    Tensor zn = ops::hard_concrete_deterministic(neurons[l].data()).to(Device::cpu()).to(DType::f32).clone();
     for (int64_t h = 0; h < c.heads; ++h)
       if (!m.keep_heads[l][h]) zh.data<float>()[h] = 0;
     for (int64_t i = 0; i < c.neurons; ++i)

@@ -38,7 +38,10 @@ double total_parameters(const io::ModelConfig& config);
 class HardConcreteGates {
  public:
   HardConcreteGates() = default;
-  HardConcreteGates(const UnitCosts& costs, double init_log_alpha = 3.0, DType dtype = DType::f32);
+  // log_alpha in `dtype` (f32 in training, even when the model computes in bf16; f64 in gradient
+  // checks) on `device`.
+  HardConcreteGates(const UnitCosts& costs, double init_log_alpha = 3.0, DType dtype = DType::f32,
+                    Device device = Device::cpu());
 
   // Per layer [H] and [F] log_alpha (trainable leaves).
   std::vector<Variable>& head_log_alpha() { return head_; }

@@ -46,7 +46,11 @@ MemoryBank::MemoryBank(const nn::Transformer& model, const MemoryConfig& config,
   KOFF_CHECK(!domains_.empty(), "a memory bank needs at least one domain");
   KOFF_CHECK(config.rank > 0 && config.slots > 0, "memory rank and slots must be positive");
   const int64_t D = static_cast<int64_t>(domains_.size());
-  const DType dtype = model.embed().dtype();  // f32 in training; f64 in gradient checks
+  // Tables are f32 (f64 in gradient checks) on the model's device, also when the model computes in
+  // bf16: hooks() casts what a step uses to the compute dtype (mixed precision).
+  const DType dtype = model.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const Device device = model.device();
+  compute_dtype_ = model.dtype();
   head_dim_ = mc.head_dim;
   kv_heads_ = model.layer(0).n_kv_heads;
   uint64_t stream = 0;
@@ -59,16 +63,18 @@ MemoryBank::MemoryBank(const nn::Transformer& model, const MemoryConfig& config,
         const int64_t out = w.size(0), in = w.size(1), r = config.rank;
         const double bound = 1.0 / std::sqrt(static_cast<double>(in));
         t.io[p] = {in, out};
-        t.lora_a[p] = Variable(rand_uniform({D, r * in}, Philox(seed, ++stream), -bound, bound, dtype), true,
+        t.lora_a[p] = Variable(rand_uniform({D, r * in}, Philox(seed, ++stream), -bound, bound, dtype).to(device), true,
                                fmt::format("lora.{}.{}.A", l, nn::proj_name(p)));
-        t.lora_b[p] = Variable(Tensor::zeros({D, out * r}, dtype), true, fmt::format("lora.{}.{}.B", l, nn::proj_name(p)));
+        t.lora_b[p] = Variable(Tensor::zeros({D, out * r}, dtype, device), true,
+                               fmt::format("lora.{}.{}.B", l, nn::proj_name(p)));
       }
     }
     if (config.kv) {
       KOFF_CHECK(L.n_kv_heads == kv_heads_, "KV memories need the same number of KV heads in every layer");
       const int64_t n = config.slots * kv_heads_ * head_dim_;
-      t.kv_k = Variable(randn({D, n}, Philox(seed, ++stream), dtype, 0.02), true, fmt::format("kv.{}.keys", l));
-      t.kv_v = Variable(randn({D, n}, Philox(seed, ++stream), dtype, 0.02), true, fmt::format("kv.{}.values", l));
+      t.kv_k = Variable(randn({D, n}, Philox(seed, ++stream), dtype, 0.02).to(device), true, fmt::format("kv.{}.keys", l));
+      t.kv_v = Variable(randn({D, n}, Philox(seed, ++stream), dtype, 0.02).to(device), true,
+                        fmt::format("kv.{}.values", l));
     }
     layers_.push_back(std::move(t));
   }
@@ -100,6 +106,14 @@ void MemoryBank::init_kv_from_text(const nn::Transformer& model, const std::vect
   }
 }
 
+Device MemoryBank::device() const {
+  for (const auto& t : layers_) {
+    if (!t.lora_a.empty()) return t.lora_a.begin()->second.data().device();
+    if (t.kv_k.defined()) return t.kv_k.data().device();
+  }
+  return Device::cpu();
+}
+
 int64_t MemoryBank::domain_index(const std::string& name) const {
   for (size_t i = 0; i < domains_.size(); ++i)
     if (domains_[i] == name) return static_cast<int64_t>(i);
@@ -126,9 +140,11 @@ std::vector<Variable> MemoryBank::kv_parameters() const {
   return out;
 }
 
-std::vector<nn::LayerHooks> MemoryBank::hooks(const Tensor& domain_ids, const std::vector<Variable>* head_gates,
+std::vector<nn::LayerHooks> MemoryBank::hooks(const Tensor& domain_ids_any, const std::vector<Variable>* head_gates,
                                               const std::vector<Variable>* neuron_gates) const {
-  KOFF_CHECK(domain_ids.dim() == 1, "domain ids must be [batch], got {}", shape_str(domain_ids.shape()));
+  KOFF_CHECK(domain_ids_any.dim() == 1, "domain ids must be [batch], got {}", shape_str(domain_ids_any.shape()));
+  const Tensor domain_ids = domain_ids_any.to(device());
+  const DType cd = compute_dtype_;
   const int64_t B = domain_ids.size(0), m = config_.slots, r = config_.rank;
   const double lora_scale = config_.alpha / static_cast<double>(r);
   std::vector<nn::LayerHooks> hooks(layers_.size());
@@ -138,17 +154,17 @@ std::vector<nn::LayerHooks> MemoryBank::hooks(const Tensor& domain_ids, const st
     if (head_gates) h.head_gate = (*head_gates)[l];
     if (neuron_gates) h.neuron_gate = (*neuron_gates)[l];
     if (t.kv_k.defined()) {
-      h.mem_k = ag::reshape(ag::embedding(t.kv_k, domain_ids), {B, m, kv_heads_, head_dim_});
-      h.mem_v = ag::reshape(ag::embedding(t.kv_v, domain_ids), {B, m, kv_heads_, head_dim_});
+      h.mem_k = ag::reshape(ag::cast(ag::embedding(t.kv_k, domain_ids), cd), {B, m, kv_heads_, head_dim_});
+      h.mem_v = ag::reshape(ag::cast(ag::embedding(t.kv_v, domain_ids), cd), {B, m, kv_heads_, head_dim_});
     }
     if (!t.lora_a.empty()) {
-      h.adapt = [&t, domain_ids, B, r, lora_scale](Proj p, const Variable& x, const Variable& y) -> Variable {
+      h.adapt = [&t, domain_ids, B, r, lora_scale, cd](Proj p, const Variable& x, const Variable& y) -> Variable {
         auto it = t.lora_a.find(p);
         if (it == t.lora_a.end()) return y;
         const auto [in, out] = t.io.at(p);
         // Per sequence: x [B, T, in] -> x A_d^T [B, T, r] -> (x A_d^T) B_d^T [B, T, out]
-        Variable a = ag::reshape(ag::embedding(it->second, domain_ids), {B, r, in});
-        Variable b = ag::reshape(ag::embedding(t.lora_b.at(p), domain_ids), {B, out, r});
+        Variable a = ag::reshape(ag::cast(ag::embedding(it->second, domain_ids), cd), {B, r, in});
+        Variable b = ag::reshape(ag::cast(ag::embedding(t.lora_b.at(p), domain_ids), cd), {B, out, r});
         Variable delta = ag::matmul(ag::matmul(x, a, false, true), b, false, true);
         return ag::add(y, ag::scale(delta, lora_scale));
       };
@@ -176,13 +192,16 @@ io::NamedTensors MemoryBank::domain_tensors(int64_t d) const {
     const LayerTables& t = layers_[l];
     for (const auto& [p, a] : t.lora_a) {
       const auto [in, outd] = t.io.at(p);
-      out.emplace_back(fmt::format("layers.{}.{}.lora_A", l, nn::proj_name(p)), a.data().select(0, d).reshape({r, in}).clone());
+      out.emplace_back(fmt::format("layers.{}.{}.lora_A", l, nn::proj_name(p)),
+                       a.data().select(0, d).reshape({r, in}).to(Device::cpu()).clone());
       out.emplace_back(fmt::format("layers.{}.{}.lora_B", l, nn::proj_name(p)),
-                       t.lora_b.at(p).data().select(0, d).reshape({outd, r}).clone());
+                       t.lora_b.at(p).data().select(0, d).reshape({outd, r}).to(Device::cpu()).clone());
     }
     if (t.kv_k.defined()) {
-      out.emplace_back(fmt::format("layers.{}.kv_keys", l), t.kv_k.data().select(0, d).reshape({m, kv_heads_, head_dim_}).clone());
-      out.emplace_back(fmt::format("layers.{}.kv_values", l), t.kv_v.data().select(0, d).reshape({m, kv_heads_, head_dim_}).clone());
+      out.emplace_back(fmt::format("layers.{}.kv_keys", l),
+                       t.kv_k.data().select(0, d).reshape({m, kv_heads_, head_dim_}).to(Device::cpu()).clone());
+      out.emplace_back(fmt::format("layers.{}.kv_values", l),
+                       t.kv_v.data().select(0, d).reshape({m, kv_heads_, head_dim_}).to(Device::cpu()).clone());
     }
   }
   return out;

@@ -50,6 +50,7 @@ class MemoryBank {
   const MemoryConfig& config() const { return config_; }
   const std::vector<std::string>& domains() const { return domains_; }
   int64_t kv_heads() const { return kv_heads_; }  // of the base model the bank was made for
+  Device device() const;                          // where the tables live (the model's device)
   int64_t domain_index(const std::string& name) const;  // error naming the domain when unknown
   std::vector<Variable> lora_parameters() const;
   std::vector<Variable> kv_parameters() const;
@@ -79,6 +80,7 @@ class MemoryBank {
   MemoryConfig config_;
   std::vector<std::string> domains_;
   int64_t kv_heads_ = 0, head_dim_ = 0;
+  DType compute_dtype_ = DType::f32;  // the model's: what hooks() casts the tables to
   std::vector<LayerTables> layers_;
 };
 

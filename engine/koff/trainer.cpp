@@ -7,6 +7,7 @@
 
 #include "engine/io/atomic_file.h"
 #include "engine/io/checkpoint_dir.h"
+#include "engine/ops/profile.h"
 
 namespace koff::offload {
 
@@ -49,9 +50,14 @@ OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::str
   for (size_t d = 0; d < streams_.size(); ++d)
     KOFF_CHECK(static_cast<int64_t>(streams_[d].size()) > s.seq + 1,
                "domain '{}' has {} training tokens, too few for windows of {}", domains_[d], streams_[d].size(), s.seq + 1);
-  gates_ = HardConcreteGates(unit_costs(base.config()), s.init_log_alpha, base.embed().dtype());
-  lambda1_ = ag::Variable(Tensor::zeros({}, base.embed().dtype()), true, "lambda1");
-  lambda2_ = ag::Variable(Tensor::zeros({}, base.embed().dtype()), true, "lambda2");
+  // Trainables are f32 (f64 in gradient checks) on the model's device, also when the frozen model
+  // computes in bf16 (mixed precision: the step casts them to the compute dtype, AdamW updates f32).
+  KOFF_CHECK(!(comm_ && comm_->world_size() > 1 && !base.device().is_cpu()),
+             "data-parallel training runs on CPU ranks: GPU ranks need the NCCL communicator "
+             "(cuda/nccl_communicator.h), which koff offload does not wire in yet");
+  gates_ = HardConcreteGates(unit_costs(base.config()), s.init_log_alpha, trainable_dtype(), base.device());
+  lambda1_ = ag::Variable(Tensor::zeros({}, trainable_dtype(), base.device()), true, "lambda1");
+  lambda2_ = ag::Variable(Tensor::zeros({}, trainable_dtype(), base.device()), true, "lambda2");
   opt_.add_group("gates", gates_.parameters(), {s.lr_gates, 0.9, 0.999, 1e-8, 0.0});
   // Gradient ascent on the multipliers: a negative learning rate.
   opt_.add_group("lambda", {lambda1_, lambda2_}, {-s.lr_lambda, 0.9, 0.999, 1e-8, 0.0});
@@ -102,8 +108,13 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
     // The step's one gate sample, drawn again for each micro-batch: the same values (keyed by seed
     // and step), but a fresh graph, since backward() releases the previous micro-batch's.
     HardConcreteGates::Sample z;
-    if (recovery) z = {fixed_heads_, fixed_neurons_};
-    else z = gates_.sample(s.seed, step);
+    if (recovery) {
+      z = {fixed_heads_, fixed_neurons_};
+    } else {
+      z = gates_.sample(s.seed, step);  // f32, cast to the compute dtype (the cast's backward casts back)
+      for (auto& v : z.heads) v = ag::cast(v, base_.dtype());
+      for (auto& v : z.neurons) v = ag::cast(v, base_.dtype());
+    }
     Tensor ids = Tensor::empty({local, T}, DType::i64), targets = Tensor::empty({local, T}, DType::i64);
     Tensor domain_ids = Tensor::empty({local}, DType::i64);
     for (int64_t g = lo; g < hi; ++g) {
@@ -138,7 +149,7 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
         teacher = base_.logits(ids).data().reshape({-1, V});
       }
       ag::Variable logits = ag::reshape(base_.logits(ids, fo), {-1, V});
-      loss = ag::add(ag::cross_entropy(logits, targets.reshape({-1}), normaliser),
+      loss = ag::add(ag::cross_entropy(logits, targets.reshape({-1}).to(base_.device()), normaliser),
                      ag::scale(ag::kl_div(logits, teacher, normaliser), s.kd));
     } else {
       loss = base_.loss(ids, targets, fo, normaliser);
@@ -165,7 +176,7 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
     const double ramp = std::max(1.0, s.warmup_frac * static_cast<double>(s.steps));
     const double t = s.target * std::min(1.0, static_cast<double>(step) / ramp);
     ag::Variable s_hat = gates_.expected_sparsity();
-    ag::Variable diff = ag::sub(s_hat, ag::Variable(Tensor::full({}, t, s_hat.dtype())));
+    ag::Variable diff = ag::sub(s_hat, ag::Variable(Tensor::full({}, t, s_hat.dtype(), s_hat.data().device())));
     ag::Variable lag = ag::add(ag::mul(lambda1_, diff), ag::mul(lambda2_, ag::mul(diff, diff)));
     lag.backward();
     if (s_hat_out) *s_hat_out = s_hat.data().item();
@@ -181,14 +192,15 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
 void OffloadTrainer::save_checkpoint(int64_t step, const std::string& phase) {
   const io::CheckpointDir ckpt(fs::path(run_dir_) / "ckpt");
   const fs::path tmp = ckpt.begin(step);
-  io::NamedTensors t;
-  for (const auto& v : gates_.parameters()) t.emplace_back(v.name(), v.data());
-  t.emplace_back("lambda1", lambda1_.data());
-  t.emplace_back("lambda2", lambda2_.data());
+  io::NamedTensors t;  // host copies of device tensors
+  auto add = [&t](std::string name, const Tensor& v) { t.emplace_back(std::move(name), v.to(Device::cpu())); };
+  for (const auto& v : gates_.parameters()) add(v.name(), v.data());
+  add("lambda1", lambda1_.data());
+  add("lambda2", lambda2_.data());
   if (bank_)
-    for (auto& [n, v] : bank_->state()) t.emplace_back(n, v);
-  for (auto& [n, v] : opt_.state()) t.emplace_back("adam." + n, v);
-  for (auto& [n, v] : recovery_opt_.state()) t.emplace_back("adam_recovery." + n, v);
+    for (auto& [n, v] : bank_->state()) add(n, v);
+  for (auto& [n, v] : opt_.state()) add("adam." + n, v);
+  for (auto& [n, v] : recovery_opt_.state()) add("adam_recovery." + n, v);
   io::save_safetensors(tmp / "state.safetensors", t);
   json st = {{"step", step}, {"phase", phase}, {"optimizer_steps", opt_.step_count()},
              {"recovery_optimizer_steps", recovery_opt_.step_count()}, {"settings", settings_.to_json()}};
@@ -217,7 +229,7 @@ bool OffloadTrainer::load_checkpoint(int64_t* step, std::string* phase) {
   KOFF_CHECK(st.at("settings") == settings_.to_json(),
              "{}: the checkpoint was made with other settings; use a fresh --out or the same settings", dir.string());
   io::SafetensorsFile f(dir / "state.safetensors");
-  const DType dt = base_.embed().dtype();
+  const DType dt = trainable_dtype();
   for (auto v : gates_.parameters()) v.mutable_data().copy_(f.load(v.name(), dt));
   lambda1_.mutable_data().copy_(f.load("lambda1", dt));
   lambda2_.mutable_data().copy_(f.load("lambda2", dt));
@@ -237,7 +249,7 @@ void OffloadTrainer::check_replicas_agree(int64_t step) {
   if (!distributed()) return;
   uint64_t h = 1469598103934665603ull;  // FNV-1a over the bytes of every trainable
   auto mix = [&](const Tensor& t) {
-    const Tensor c = t.contiguous();
+    const Tensor c = t.to(Device::cpu()).contiguous();
     const auto* p = static_cast<const unsigned char*>(c.raw_data());
     for (size_t i = 0; i < c.nbytes(); ++i) h = (h ^ p[i]) * 1099511628211ull;
   };
@@ -289,7 +301,24 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
 
   while (phase == "mask" && step < s.steps) {
     double s_hat = 0;
+    // --profile: the second step of this process (the first pays one-time costs), or the only one.
+    const bool profiled = profile_ && profiled_.step < 0 && (step == first + 1 || step + 1 == s.steps);
+    Backend& device = raw_backend_for(base_.device());
+    uint64_t mark = 0;
+    if (profiled) {
+      device.synchronize();
+      profile::set_enabled(true);
+      mark = device.profile_mark();
+    }
     const double loss = train_step(step, false, &s_hat);
+    if (profiled) {
+      const uint64_t end = device.profile_mark();
+      profile::set_enabled(false);
+      profiled_.step_ms = device.profile_elapsed_ms(mark, end);  // before collect(), which releases marks
+      profiled_.ops = profile::collect();
+      profiled_.step = step;
+      profiled_.tokens = s.batch * s.seq * s.accum;
+    }
     ++step;
     report(loss, s_hat);
     if (step % s.checkpoint_every == 0 || step == s.steps || stop_requested()) checkpoint();
@@ -297,8 +326,8 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
   }
   mask_ = final_mask(gates_, s.target);
   fixed_heads_.clear(), fixed_neurons_.clear();
-  for (const Tensor& z : mask_.z_heads) fixed_heads_.emplace_back(z.to(base_.embed().dtype()));
-  for (const Tensor& z : mask_.z_neurons) fixed_neurons_.emplace_back(z.to(base_.embed().dtype()));
+  for (const Tensor& z : mask_.z_heads) fixed_heads_.emplace_back(z.to(base_.dtype()).to(base_.device()));
+  for (const Tensor& z : mask_.z_neurons) fixed_neurons_.emplace_back(z.to(base_.dtype()).to(base_.device()));
   if (phase == "mask") {
     note(fmt::format("final mask: {:.2f}% of the prunable size removed (target {:.2f}%)", 100 * mask_.sparsity(),
                      100 * s.target));

@@ -14,6 +14,12 @@
 // Everything a step depends on is a function of (seed, step) or saved in the checkpoint (gates,
 // lambdas, memories, AdamW state, step), so an interrupted run resumed gives bit-identical results.
 //
+// Devices and precision: everything lives where the frozen model lives (cpu, or cuda:0). The
+// trainables (log_alpha, lambdas, LoRA and KV tables) and the AdamW state are f32 there whatever the
+// model's dtype; with a bf16 model a step casts what it uses to bf16 (autograd::cast, whose backward
+// casts the gradient back), so AdamW updates f32 masters. Token ids and the gate uniforms are made on
+// the host and copied over once per micro-batch; checkpoints and the final mask are host copies.
+//
 // Data parallel (a Communicator of W > 1 ranks, engine/dist): `batch` stays the GLOBAL batch. Rank r
 // builds sequences [r*B/W, (r+1)*B/W) of every micro-batch of the step (the same global sequence
 // indices, hence the same windows of the same domains, as one process would), divides by the global
@@ -36,6 +42,7 @@
 #include "engine/koff/gates.h"
 #include "engine/koff/memory.h"
 #include "engine/nn/optim.h"
+#include "engine/ops/profile.h"
 
 namespace koff::offload {
 
@@ -83,8 +90,23 @@ class OffloadTrainer {
   // Layer hooks for evaluating domain d with the final mask (and its memory, unless without_memory).
   std::vector<nn::LayerHooks> eval_hooks(int64_t domain, bool without_memory = false) const;
 
- private:
+  // --profile: time every op of one mask-learning step (the second of this process, the first paying
+  // one-time costs) with engine/ops/profile.h. The result is there after run() (step < 0: none ran).
+  struct StepProfile {
+    int64_t step = -1, tokens = 0;
+    double step_ms = 0;
+    std::vector<profile::OpTotal> ops;
+  };
+  void set_profile(bool on) { profile_ = on; }
+  const StepProfile& step_profile() const { return profiled_; }
+  // f32 (f64 when the model is f64): the dtype of every trainable and of the optimizer state.
+  DType trainable_dtype() const { return base_.dtype() == DType::f64 ? DType::f64 : DType::f32; }
+
+  // One step (mask learning, or recovery on the final mask) without logs or checkpoints; returns the
+  // step's summed token loss. run() drives it; bench/cuda/gpu_bench.cpp times it.
   double train_step(int64_t step, bool recovery, double* s_hat_out);
+
+ private:
   void save_checkpoint(int64_t step, const std::string& phase);
   bool load_checkpoint(int64_t* step, std::string* phase);
   double memory_lr_scale(int64_t step, int64_t total) const;
@@ -108,6 +130,8 @@ class OffloadTrainer {
   std::unique_ptr<dist::GradReducer> reducer_, recovery_reducer_;  // mask phase: gates + memory; recovery: memory
   const std::atomic<bool>* interrupt_ = nullptr;
   bool stop_all_ = false;  // some rank was interrupted (reduced with the loss every step)
+  bool profile_ = false;
+  StepProfile profiled_;
 };
 
 }  // namespace koff::offload

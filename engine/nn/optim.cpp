@@ -18,11 +18,15 @@ void AdamW::step(const std::vector<double>& lr_scale) {
     Group& g = groups_[gi];
     ops::AdamWConfig c = g.config;
     if (gi < lr_scale.size()) c.lr *= lr_scale[gi];
+    // One multi-tensor update per group (parameters without a gradient are skipped).
+    std::vector<Tensor*> params, m, v;
+    std::vector<Tensor> grads;
     for (size_t i = 0; i < g.params.size(); ++i) {
-      auto& p = g.params[i];
-      if (!p.grad().defined()) continue;
-      ops::adamw_step_(p.mutable_data(), p.grad(), g.m[i], g.v[i], c, step_);
+      params.push_back(&g.params[i].mutable_data());
+      grads.push_back(g.params[i].grad());
+      m.push_back(&g.m[i]), v.push_back(&g.v[i]);
     }
+    ops::adamw_multi_(params, grads, m, v, c, step_);
   }
 }
 

@@ -129,6 +129,13 @@ void Transformer::set_requires_grad(bool value) {
   for (auto& [name, v] : named_parameters()) const_cast<Variable&>(v).set_requires_grad(value);
 }
 
+void Transformer::to(Device device) {
+  for (auto& [name, v] : named_parameters()) {
+    Tensor& t = const_cast<Variable&>(v).mutable_data();
+    t = t.to(device);
+  }
+}
+
 void Transformer::init_random(uint64_t seed) {
   const double std = 0.02, residual_std = std / std::sqrt(2.0 * std::max<int64_t>(num_layers(), 1));
   uint64_t stream = 0;
@@ -173,8 +180,8 @@ KvCache Transformer::make_cache(int64_t batch, int64_t capacity) const {
   KvCache cache;
   cache.capacity = capacity;
   for (const Layer& L : layers_) {
-    cache.k.push_back(Tensor::zeros({batch, capacity, L.n_kv_heads, config_.head_dim}, dtype_));
-    cache.v.push_back(Tensor::zeros({batch, capacity, L.n_kv_heads, config_.head_dim}, dtype_));
+    cache.k.push_back(Tensor::zeros({batch, capacity, L.n_kv_heads, config_.head_dim}, dtype_, device()));
+    cache.v.push_back(Tensor::zeros({batch, capacity, L.n_kv_heads, config_.head_dim}, dtype_, device()));
   }
   return cache;
 }
@@ -197,8 +204,9 @@ Variable Transformer::block(int64_t index, const Variable& h, const ops::RopeTab
   // --- MLP --- (likewise for a layer whose neurons were all pruned)
   if (L.n_ff == 0) return L.b_down.defined() ? ag::add_bias(h1, L.b_down) : h1;
   Variable x2 = ag::rmsnorm(h1, L.post_norm, eps);
-  Variable m = ag::swiglu(project(Proj::gate, x2, L.w_gate, L.b_gate), project(Proj::up, x2, L.w_up, L.b_up));
-  if (hooks && hooks->neuron_gate.defined()) m = ag::mul_groups(m, hooks->neuron_gate, 1);
+  Variable g = project(Proj::gate, x2, L.w_gate, L.b_gate), u = project(Proj::up, x2, L.w_up, L.b_up);
+  // silu(g) * u, times the neuron gates in the same pass when there are gates.
+  Variable m = hooks && hooks->neuron_gate.defined() ? ag::swiglu_gated(g, u, hooks->neuron_gate) : ag::swiglu(g, u);
   return ag::add(h1, project(Proj::down, m, L.w_down, L.b_down));
 }
 
@@ -249,8 +257,12 @@ Variable Transformer::hidden(const Tensor& ids, const ForwardOptions& options) c
              "{} layer hooks given for a model of {} layers", options.hooks ? options.hooks->size() : 0, num_layers());
   const int64_t T = ids.size(1);
   const int64_t start = options.cache ? options.cache->length : 0;
-  ops::RopeTables rope = ops::rope_tables(start, T, config_.head_dim, config_.rope_theta, config_.rope_scaling, dtype_);
-  Variable h = ag::embedding(embed_, ids);
+  // Tables in f32 (f64 for gradient checks), then in the compute dtype on the model's device (bf16
+  // cos/sin, as Hugging Face casts them to the activations' dtype).
+  ops::RopeTables rope = ops::rope_tables(start, T, config_.head_dim, config_.rope_theta, config_.rope_scaling,
+                                          dtype_ == DType::f64 ? DType::f64 : DType::f32);
+  rope.cos = rope.cos.to(dtype_).to(device()), rope.sin = rope.sin.to(dtype_).to(device());
+  Variable h = ag::embedding(embed_, ids.to(device()));
   for (int64_t i = 0; i < num_layers(); ++i)
     h = block(i, h, rope, options.hooks ? &(*options.hooks)[static_cast<size_t>(i)] : nullptr, options.cache);
   if (options.cache) options.cache->length += T;
@@ -266,7 +278,7 @@ Variable Transformer::loss(const Tensor& ids, const Tensor& targets, const Forwa
   check_same_shape(ids, targets, "Transformer::loss ids/targets");
   Variable h = hidden(ids, options);
   const int64_t d = config_.hidden_size;
-  return ag::linear_cross_entropy(ag::reshape(h, {-1, d}), lm_head(), targets.reshape({-1}), normaliser);
+  return ag::linear_cross_entropy(ag::reshape(h, {-1, d}), lm_head(), targets.reshape({-1}).to(device()), normaliser);
 }
 
 }  // namespace koff::nn

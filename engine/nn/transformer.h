@@ -75,6 +75,10 @@ class Transformer {
   // Small-normal init (std 0.02; residual outputs scaled by 1/sqrt(2L)), norms at 1. For pretraining.
   void init_random(uint64_t seed);
   void set_requires_grad(bool value);
+  // Moves every weight to `device` (e.g. cuda:0); inputs given on the CPU are moved by the forward.
+  void to(Device device);
+  Device device() const { return embed_.data().device(); }
+  DType dtype() const { return dtype_; }
 
   const io::ModelConfig& config() const { return config_; }
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }

@@ -7,6 +7,8 @@
 // (tests/test_ops.cpp) runs each op on each registered backend against it.
 #pragma once
 
+#include <vector>
+
 #include "engine/ops/ops.h"
 
 namespace koff {
@@ -34,6 +36,10 @@ class Backend {
   // (batch_b is batch or 1), C [batch, M, N].
   virtual void gemm(const Tensor& a, const Tensor& b, Tensor& c, int64_t batch, int64_t m, int64_t n, int64_t k,
                     bool trans_a, bool trans_b, bool b_shared) = 0;
+  // out [M, N] = x2d [M, K] w [N, K]^T, plus bias [N] on every row when bias is defined. The default
+  // (backend.cpp) is gemm then add_bias; a backend may fuse the bias into the GEMM (CUDA: cuBLASLt's
+  // bias epilogue).
+  virtual void linear(const Tensor& x2d, const Tensor& w, const Tensor& bias, Tensor& out);
 
   virtual void embedding(const Tensor& table, const Tensor& ids, Tensor& out) = 0;
   virtual void embedding_backward(const Tensor& dy, const Tensor& ids, Tensor& dtable) = 0;  // dtable zeroed by caller
@@ -49,6 +55,10 @@ class Backend {
   virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   virtual void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Tensor& dgate,
                                Tensor& dup) = 0;
+  // gate/up [rows, F], z [F]; dz undefined when the gate's gradient is not wanted (no reduction then).
+  virtual void swiglu_gated(const Tensor& gate, const Tensor& up, const Tensor& z, Tensor& out) = 0;
+  virtual void swiglu_gated_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, const Tensor& z,
+                                     Tensor& dgate, Tensor& dup, Tensor& dz) = 0;
   virtual void softmax(const Tensor& x, Tensor& out) = 0;
   virtual void softmax_backward(const Tensor& dy, const Tensor& y, Tensor& dx) = 0;
 
@@ -84,10 +94,28 @@ class Backend {
 
   virtual void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const ops::AdamWConfig& config,
                      int64_t step) = 0;
+  // The same AdamW step over many tensors (a KOFF step's trainables are hundreds of small LoRA, gate
+  // and memory tensors). The default calls adamw() per tensor; the CUDA backend launches once per 64
+  // f32 tensors.
+  virtual void adamw_multi(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                           const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, const ops::AdamWConfig& config,
+                           int64_t step);
+
+  // ---- profiling and synchronisation (engine/ops/profile.h) ----
+  // A mark in this device's queue of work, and the milliseconds between two marks once both have
+  // completed (waiting for them if needed). CPU work is synchronous: the default marks are host clock
+  // readings. profile_release() says no mark taken so far will be asked about again.
+  virtual uint64_t profile_mark();
+  virtual double profile_elapsed_ms(uint64_t start, uint64_t stop);
+  virtual void profile_release() {}
+  // Waits for all work queued on this device (nothing to wait for on the CPU).
+  virtual void synchronize() {}
 };
 
 // The backend that runs tensors of this device; throws if none is registered (e.g. CUDA not built).
+// While profiling is on (engine/ops/profile.h) it is a wrapper that times every call.
 Backend& backend_for(Device device);
+Backend& raw_backend_for(Device device);  // never the profiling wrapper
 void register_backend(DeviceType type, Backend* backend);
 bool has_backend(DeviceType type);
 

@@ -187,15 +187,22 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const int64_t rows = in ? x.numel() / in : shape_numel(leading(x.shape()));
   Shape out_shape = leading(x.shape());
   out_shape.push_back(out_features);
+  if (bias.defined()) {
+    check_compatible(x, bias, "linear", "bias");
+    KOFF_CHECK(bias.dim() == 1 && bias.size(0) == out_features, "linear: bias {} does not match weight {}",
+               shape_str(bias.shape()), shape_str(w.shape()));
+  }
   Tensor y = empty_like(x, out_shape);
   GemmOperand gw = gemm_operand(w, true);
-  backend_of(x).gemm(x.contiguous(), gw.t, y, 1, rows, out_features, in, false, gw.trans, true);
+  Backend& backend = backend_of(x);
+  if (gw.trans) {  // W stored [out, in]: the backend's linear, which may fuse the bias into the GEMM
+    Tensor y2 = y.view({rows, out_features});
+    backend.linear(x.contiguous().reshape({rows, in}), gw.t, bias.defined() ? bias.contiguous() : Tensor(), y2);
+  } else {  // W a transposed view of a contiguous [in, out]: a plain GEMM on it, no copy, then the bias
+    backend.gemm(x.contiguous(), gw.t, y, 1, rows, out_features, in, false, false, true);
+    if (bias.defined()) backend.add_bias(y, bias.contiguous(), y);
+  }
   count_gemm(1, rows, out_features, in);
-  if (!bias.defined()) return y;
-  check_compatible(x, bias, "linear", "bias");
-  KOFF_CHECK(bias.dim() == 1 && bias.size(0) == out_features, "linear: bias {} does not match weight {}",
-             shape_str(bias.shape()), shape_str(w.shape()));
-  backend_of(x).add_bias(y, bias.contiguous(), y);
   return y;
 }
 
@@ -287,6 +294,37 @@ SwigluGrads swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& 
   check_like(gate, dy, "swiglu_backward", "dy");
   SwigluGrads g{empty_like(gate), empty_like(gate)};
   backend_of(gate).swiglu_backward(dy.contiguous(), gate.contiguous(), up.contiguous(), g.dgate, g.dup);
+  return g;
+}
+
+namespace {
+// z [F] gates the last dim of gate [..., F].
+void check_neuron_gate(const Tensor& gate, const Tensor& z, const char* op) {
+  check_compatible(gate, z, op, "z");
+  KOFF_CHECK(gate.dim() >= 1 && z.dim() == 1 && z.size(0) == gate.size(-1),
+             "{}: z {} does not match the last dim of gate {} (expected [F])", op, shape_str(z.shape()),
+             shape_str(gate.shape()));
+}
+}  // namespace
+
+Tensor swiglu_gated(const Tensor& gate, const Tensor& up, const Tensor& z) {
+  check_float(gate, "swiglu_gated", "gate");
+  check_like(gate, up, "swiglu_gated", "up");
+  check_neuron_gate(gate, z, "swiglu_gated");
+  Tensor out = empty_like(gate);
+  backend_of(gate).swiglu_gated(gate.contiguous(), up.contiguous(), z.contiguous(), out);
+  return out;
+}
+
+SwigluGatedGrads swiglu_gated_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, const Tensor& z,
+                                       bool want_dz) {
+  check_float(gate, "swiglu_gated_backward", "gate");
+  check_like(gate, up, "swiglu_gated_backward", "up");
+  check_like(gate, dy, "swiglu_gated_backward", "dy");
+  check_neuron_gate(gate, z, "swiglu_gated_backward");
+  SwigluGatedGrads g{empty_like(gate), empty_like(gate), want_dz ? empty_like(z) : Tensor()};
+  backend_of(gate).swiglu_gated_backward(dy.contiguous(), gate.contiguous(), up.contiguous(), z.contiguous(), g.dgate,
+                                         g.dup, g.dz);
   return g;
 }
 

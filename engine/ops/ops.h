@@ -10,6 +10,7 @@
 #pragma once
 
 #include <optional>
+#include <vector>
 
 #include "engine/tensor/tensor.h"
 
@@ -86,6 +87,18 @@ struct SwigluGrads {
   Tensor dgate, dup;
 };
 SwigluGrads swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up);
+// SwiGLU with the MLP's per-neuron gate fused in, one pass instead of two:
+//   y[..., f] = silu(gate[..., f]) * up[..., f] * z[f]  (= mul_groups(swiglu(gate, up), z, 1))
+// gate/up [..., F], z [F].
+Tensor swiglu_gated(const Tensor& gate, const Tensor& up, const Tensor& z);
+struct SwigluGatedGrads {
+  Tensor dgate, dup, dz;  // dz undefined unless want_dz
+};
+// dgate = dy z up silu'(gate), dup = dy z silu(gate), dz[f] = sum over rows of dy silu(gate) up (the
+// gate's gradient, accumulated like sum_groups_product). want_dz = false (z a constant, e.g. a fixed
+// mask) skips the reduction.
+SwigluGatedGrads swiglu_gated_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, const Tensor& z,
+                                       bool want_dz = true);
 Tensor softmax(const Tensor& x);                                   // over the last dim
 Tensor softmax_backward(const Tensor& dy, const Tensor& y);        // y = softmax output
 
@@ -159,5 +172,9 @@ struct AdamWConfig {
 };
 // One AdamW step in place (decoupled weight decay, bias correction with `step` counted from 1).
 void adamw_step_(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config, int64_t step);
+// The same step over lists of tensors on one device (one launch per many tensors on CUDA). Every
+// tensor must be contiguous; grads[i] may be undefined (that parameter is skipped).
+void adamw_multi_(const std::vector<Tensor*>& params, const std::vector<Tensor>& grads, const std::vector<Tensor*>& m,
+                  const std::vector<Tensor*>& v, const AdamWConfig& config, int64_t step);
 
 }  // namespace koff::ops

@@ -161,6 +161,19 @@ void convert_contiguous(const S* src, D* dst, int64_t n) {
 
 }  // namespace
 
+void copy_strided_host(void* dst, DType dst_dtype, const int64_t* dst_strides, const void* src, DType src_dtype,
+                       const int64_t* src_strides, const int64_t* shape, int ndim) {
+  const Shape sh(shape, shape + ndim), ss(src_strides, src_strides + ndim), ds(dst_strides, dst_strides + ndim);
+  const size_t es = dtype_size(dst_dtype);
+  if (src_dtype == dst_dtype) {
+    for_each_index(sh, ss, ds, [&](int64_t a, int64_t b) {
+      std::memcpy(static_cast<char*>(dst) + b * es, static_cast<const char*>(src) + a * es, es);
+    });
+  } else {
+    for_each_index(sh, ss, ds, [&](int64_t a, int64_t b) { store(dst, dst_dtype, b, load(src, src_dtype, a)); });
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // factories
 // ---------------------------------------------------------------------------------------------
@@ -289,8 +302,13 @@ void Tensor::copy_(const Tensor& src) {
     }
   }
   if (!device().is_cpu() || !src.device().is_cpu()) {
-    // Cross-device copies move bytes of contiguous tensors; conversion happens on the host.
-    KOFF_CHECK(is_contiguous(), "copy_ into a non-contiguous {} tensor", device().str());
+    // Cross-device copies move bytes of contiguous tensors; conversion happens on the host. A strided
+    // destination first gets the source onto its own device, then a same-device strided copy.
+    if (!is_contiguous()) {
+      KOFF_CHECK(device() != src.device(), "copy_ into a non-contiguous {} tensor", device().str());
+      copy_(src.to(device()));
+      return;
+    }
     Tensor s = src.device().is_cpu() ? src.to(dtype_).contiguous() : src.contiguous();
     if (s.dtype() != dtype_) s = s.to(Device::cpu()).to(dtype_);
     copy_bytes(raw_data(), device(), s.raw_data(), s.device(), nbytes());

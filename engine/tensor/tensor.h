@@ -101,6 +101,11 @@ class Tensor {
   DType dtype_ = DType::f32;
 };
 
+// Element-by-element copy between two strided host buffers (element strides), converting dtypes:
+// the CPU path of Tensor::copy_, for allocators that keep device memory on the host (the emulator).
+void copy_strided_host(void* dst, DType dst_dtype, const int64_t* dst_strides, const void* src, DType src_dtype,
+                       const int64_t* src_strides, const int64_t* shape, int ndim);
+
 // Checks used by ops: the error names both sides.
 void check_same_shape(const Tensor& a, const Tensor& b, const char* op);
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op);

@@ -57,6 +57,15 @@ run eval_memory 0 "$koff" eval --model "$work/run/backbone" --memory "$work/run/
 run generate 0 "$koff" generate --model "$work/run/backbone" --memory "$work/run/memories/de" --prompt "Die" -n 5 --temperature 0.8
 run report 0 "$koff" report "$work/run"
 run help 0 "$koff" offload --help
+# The GPU path (device tensors, bf16 compute, f32 trainables) on the host emulator, which crashes on any
+# host access to device memory (engine/ops/emulated_device.h); with the per-op profile.
+run offload_emulated_bf16 0 env KOFF_EMULATE_CUDA=1 "$koff" offload --model "$work/pre/model" --data "$work/data" \
+    --target 0.2 --out "$work/run_emu" --steps 3 --batch 2 --seq 16 --rank 2 --slots 2 --eval-tokens 64 \
+    --device cuda --dtype bf16 --profile
+grep -q "HOST EMULATOR" "$work/offload_emulated_bf16.err" && ok || bad "the emulated run did not say it was emulated"
+[ -f "$work/run_emu/eval.json" ] && [ -f "$work/run_emu/memories/en/memory.safetensors" ] && ok || bad "emulated offload wrote no eval.json"
+grep -q "MFU" "$work/run_emu/profile.txt" && grep -q "attention_backward" "$work/run_emu/profile.txt" \
+  && grep -q "MFU" "$work/offload_emulated_bf16.err" && ok || bad "--profile printed/wrote no per-op profile"
 
 # --- bad input: one line, exit 2, nothing written ---
 run target_out_of_range 2 "$koff" offload --model "$work/pre/model" --data "$work/data" --target 1.2 --out "$work/bad1"
@@ -70,6 +79,18 @@ mkdir -p "$work/data_empty/en" && cp "$work/data/en/train.txt" "$work/data_empty
 run empty_domain 2 "$koff" offload --model "$work/pre/model" --data "$work/data_empty" --target 0.1 --out "$work/bad3"
 one_error_line empty_domain "is empty"
 absent "$work/bad3"
+run bf16_on_cpu 2 "$koff" offload --model "$work/pre/model" --data "$work/data" --target 0.1 --out "$work/bad5" --dtype bf16
+one_error_line bf16_on_cpu "bf16 needs --device cuda"
+absent "$work/bad5"
+run bad_device 2 "$koff" offload --model "$work/pre/model" --data "$work/data" --target 0.1 --out "$work/bad6" --device tpu
+one_error_line bad_device "device must be cpu or cuda"
+absent "$work/bad6"
+if ! command -v nvidia-smi >/dev/null 2>&1; then  # no GPU here: --device cuda says why, in one line
+  run no_gpu 2 env -u KOFF_EMULATE_CUDA "$koff" offload --model "$work/pre/model" --data "$work/data" --target 0.1 \
+      --out "$work/bad7" --device cuda
+  one_error_line no_gpu "device cuda: "
+  absent "$work/bad7"
+fi
 run no_domain 2 "$koff" offload --model "$work/pre/model" --data "$work/nowhere" --target 0.1 --out "$work/bad4"
 one_error_line no_domain "does not exist"
 absent "$work/bad4"
