@@ -36,4 +36,12 @@ const std::vector<Command>& commands();
 // says why there is no GPU.
 Device select_device(const std::string& name);
 
+// `--device` and `--dtype` of every command that runs a model (offload, demo, eval, generate).
+struct DeviceOptions {
+  std::string device = "cpu", dtype = "f32";
+  Device resolved_device() const;  // select_device(device)
+  DType resolved_dtype() const;    // f32, or bf16 (cuda only); errors name the option
+};
+void add_device_options(CLI::App& sub, DeviceOptions& options);
+
 }  // namespace koff::cli

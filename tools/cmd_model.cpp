@@ -66,6 +66,7 @@ const bool eval_registered = koff::cli::add_command({"eval", "held-out perplexit
       struct Options {
         std::string model, data, memory;
         int64_t seq = 256, max_windows = 0;
+        koff::cli::DeviceOptions device;
       };
       auto o = std::make_shared<Options>();
       sub.add_option("--model", o->model, "model directory or GGUF file")->required();
@@ -75,8 +76,12 @@ const bool eval_registered = koff::cli::add_command({"eval", "held-out perplexit
           ->required();
       sub.add_option("--seq", o->seq, "window length in tokens")->capture_default_str();
       sub.add_option("--max-windows", o->max_windows, "evaluate at most this many windows per file (0 = all)");
+      koff::cli::add_device_options(sub, o->device);
       return [o]() {
-        auto model = koff::nn::Transformer::load(o->model, koff::DType::f32);
+        const koff::DType dtype = o->device.resolved_dtype();
+        const koff::Device device = o->device.resolved_device();
+        auto model = koff::nn::Transformer::load(o->model, dtype);
+        model.to(device);
         auto tok = load_tokenizer(o->model);
         std::vector<koff::nn::LayerHooks> hooks;
         koff::offload::LoadedMemory memory;
@@ -110,6 +115,7 @@ const bool generate_registered = koff::cli::add_command({"generate", "generate t
         int64_t max_new_tokens = 64;
         double temperature = 0, top_p = 1.0;
         uint64_t seed = 0;
+        koff::cli::DeviceOptions device;
       };
       auto o = std::make_shared<Options>();
       sub.add_option("--model", o->model, "model directory or GGUF file")->required();
@@ -119,8 +125,12 @@ const bool generate_registered = koff::cli::add_command({"generate", "generate t
       sub.add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
       sub.add_option("--top-p", o->top_p, "nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
       sub.add_option("--seed", o->seed, "sampling seed")->capture_default_str();
+      koff::cli::add_device_options(sub, o->device);
       return [o]() {
-        auto model = koff::nn::Transformer::load(o->model, koff::DType::f32);
+        const koff::DType dtype = o->device.resolved_dtype();
+        const koff::Device device = o->device.resolved_device();
+        auto model = koff::nn::Transformer::load(o->model, dtype);
+        model.to(device);
         auto tok = load_tokenizer(o->model);
         std::vector<int64_t> prompt;
         for (uint32_t id : tok.encode(o->prompt, true)) prompt.push_back(id);

@@ -50,24 +50,19 @@ void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& n
   sub.add_option("--save-dtype", job.save_dtype, "backbone weights on disk: f32 or bf16")->capture_default_str();
 }
 
-// --device / --dtype / --profile: where and how the model computes (read by apply_device_options).
-struct DeviceOptions {
-  std::string device = "cpu", dtype = "f32";
+// --device / --dtype (tools/cli.h) and --profile.
+struct DeviceOptions : koff::cli::DeviceOptions {
   bool profile = false;
 };
 void add_device_options(CLI::App& sub, DeviceOptions& d) {
-  sub.add_option("--device", d.device, "cpu, or cuda (one GPU; trainables and AdamW state stay f32)")
-      ->capture_default_str();
-  sub.add_option("--dtype", d.dtype, "compute dtype of the frozen model: f32, or bf16 (cuda only)")
-      ->capture_default_str();
+  koff::cli::add_device_options(sub, d);
   sub.add_flag("--profile", d.profile,
                "time every op of one training step; print it with the step's MFU and bandwidth against ceilings "
                "measured in the same run (also <out>/profile.txt)");
 }
 void apply_device_options(const DeviceOptions& d, OffloadJob& job) {
-  KOFF_CHECK(d.dtype == "f32" || d.dtype == "bf16", "--dtype must be f32 or bf16, got '{}'", d.dtype);
-  job.dtype = d.dtype == "bf16" ? koff::DType::bf16 : koff::DType::f32;
-  job.device = koff::cli::select_device(d.device);
+  job.dtype = d.resolved_dtype();  // checked first: a bad --dtype needs no GPU to be reported
+  job.device = d.resolved_device();
   job.profile = d.profile;
 }
 

@@ -29,4 +29,19 @@ Device select_device(const std::string& name) {
   fail("--device cuda: {}", why);
 }
 
+Device DeviceOptions::resolved_device() const { return select_device(device); }
+
+DType DeviceOptions::resolved_dtype() const {
+  KOFF_CHECK(dtype == "f32" || dtype == "bf16", "--dtype must be f32 or bf16, got '{}'", dtype);
+  KOFF_CHECK(dtype == "f32" || device != "cpu",
+             "--dtype bf16 needs --device cuda: the CPU backend computes in f32 (the reference)");
+  return dtype == "bf16" ? DType::bf16 : DType::f32;
+}
+
+void add_device_options(CLI::App& sub, DeviceOptions& options) {
+  sub.add_option("--device", options.device, "cpu, or cuda (one GPU)")->capture_default_str();
+  sub.add_option("--dtype", options.dtype, "compute dtype of the model's weights: f32, or bf16 (cuda only)")
+      ->capture_default_str();
+}
+
 }  // namespace koff::cli

@@ -43,7 +43,7 @@ std::vector<int64_t> generate(const Transformer& model, const std::vector<int64_
   Tensor ids = Tensor::from_vector(prompt, {1, static_cast<int64_t>(prompt.size())});
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     Tensor logits = model.logits(ids, fo).data();                 // [1, T, V]
-    Tensor last = logits.select(1, -1).to(DType::f32).contiguous();  // [1, V]
+    Tensor last = logits.select(1, -1).to(Device::cpu()).to(DType::f32).contiguous();  // [1, V], on the host
     int64_t next = sample_token(last.data<float>(), vocab, options.temperature, options.top_p,
                                 rng.uniform(static_cast<uint64_t>(step)));
     out.push_back(next);

@@ -66,6 +66,10 @@ grep -q "HOST EMULATOR" "$work/offload_emulated_bf16.err" && ok || bad "the emul
 [ -f "$work/run_emu/eval.json" ] && [ -f "$work/run_emu/memories/en/memory.safetensors" ] && ok || bad "emulated offload wrote no eval.json"
 grep -q "MFU" "$work/run_emu/profile.txt" && grep -q "attention_backward" "$work/run_emu/profile.txt" \
   && grep -q "MFU" "$work/offload_emulated_bf16.err" && ok || bad "--profile printed/wrote no per-op profile"
+run eval_emulated 0 env KOFF_EMULATE_CUDA=1 "$koff" eval --model "$work/run_emu/backbone" --memory "$work/run_emu/memories/en" \
+    --data "$work/data/en/valid.txt" --seq 32 --device cuda --dtype bf16
+run generate_emulated 0 env KOFF_EMULATE_CUDA=1 "$koff" generate --model "$work/run_emu/backbone" \
+    --memory "$work/run_emu/memories/de" --prompt "Die" -n 4 --device cuda --dtype bf16
 
 # --- bad input: one line, exit 2, nothing written ---
 run target_out_of_range 2 "$koff" offload --model "$work/pre/model" --data "$work/data" --target 1.2 --out "$work/bad1"
