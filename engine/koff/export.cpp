@@ -289,9 +289,9 @@ std::vector<nn::LayerHooks> LoadedMemory::hooks() const {
       hooks[l].adapt = [table, s](Proj p, const ag::Variable& x, const ag::Variable& y) {
         auto it = table->find(p);
         if (it == table->end()) return y;
-        // y + s * (x A^T) B^T
-        ag::Variable delta = ag::linear(ag::linear(x, ag::Variable(it->second.first)), ag::Variable(it->second.second));
-        return ag::add(y, ag::scale(delta, s));
+        // y + (x A^T) (s B)^T: the scale on the small B, not on the [.., out] product
+        ag::Variable b = ag::Variable(ops::scale(it->second.second, s));
+        return ag::add(y, ag::linear(ag::linear(x, ag::Variable(it->second.first)), b));
       };
     }
   }
