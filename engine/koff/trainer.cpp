@@ -303,21 +303,28 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
     double s_hat = 0;
     // --profile: the second step of this process (the first pays one-time costs), or the only one.
     const bool profiled = profile_ && profiled_.step < 0 && (step == first + 1 || step + 1 == s.steps);
-    Backend& device = raw_backend_for(base_.device());
+    Backend& backend = raw_backend_for(base_.device());
     uint64_t mark = 0;
     if (profiled) {
-      device.synchronize();
+      backend.synchronize();
       profile::set_enabled(true);
-      mark = device.profile_mark();
+      mark = backend.profile_mark();
     }
-    const double loss = train_step(step, false, &s_hat);
-    if (profiled) {
-      const uint64_t end = device.profile_mark();
+    double loss = 0;
+    try {
+      loss = train_step(step, false, &s_hat);
+    } catch (...) {
       profile::set_enabled(false);
-      profiled_.step_ms = device.profile_elapsed_ms(mark, end);  // before collect(), which releases marks
+      throw;
+    }
+    if (profiled) {
+      const uint64_t end = backend.profile_mark();
+      profile::set_enabled(false);
+      profiled_.step_ms = backend.profile_elapsed_ms(mark, end);  // before collect(), which releases marks
       profiled_.ops = profile::collect();
       profiled_.step = step;
-      profiled_.tokens = s.batch * s.seq * s.accum;
+      const int64_t W = comm_ ? comm_->world_size() : 1, r = comm_ ? comm_->rank() : 0;
+      profiled_.tokens = (s.batch * (r + 1) / W - s.batch * r / W) * s.seq * s.accum;  // this rank's share
     }
     ++step;
     report(loss, s_hat);
