@@ -274,8 +274,16 @@ class CudaBackend final : public Backend {
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
                  double scale, bool causal, Tensor& out, Tensor& lse) override {
     OpScope op("attention", q);
-    cuda::attention_forward(dt_of(q, "attention"), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), mptr(out),
-                            stat(lse, "attention", "lse"), shape_of(q, k, mem_k), float(scale), causal, op.s());
+    const Dt dt = dt_of(q, "attention");
+    const AttentionShape shape = shape_of(q, k, mem_k);
+    float* lse_out = stat(lse, "attention", "lse");
+    // Tensor cores for bf16 at head_dim 64/128 (attention_mma.cu), the SIMT kernels otherwise.
+    if (cuda::attention_use_mma(dt, shape, {cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out)}))
+      cuda::attention_forward_mma(cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), mptr(out), lse_out, shape,
+                                  float(scale), causal, op.s());
+    else
+      cuda::attention_forward(dt, cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), mptr(out), lse_out, shape,
+                              float(scale), causal, op.s());
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
                           const Tensor& mem_v, const Tensor& out, const Tensor& lse, double scale, bool causal,
@@ -283,10 +291,19 @@ class CudaBackend final : public Backend {
     OpScope op("attention_backward", q);
     Tensor dsum = Tensor::empty({std::max<int64_t>(q.numel() / std::max<int64_t>(q.size(3), 1), 1)}, DType::f32,
                                 q.device());
-    cuda::attention_backward(dt_of(q, "attention_backward"), cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k),
-                             cptr(mem_v), cptr(out), stat(lse, "attention_backward", "lse"), dsum.data<float>(),
-                             mptr(dq), mptr(dk), mptr(dv), mptr(dmem_k), mptr(dmem_v), shape_of(q, k, mem_k),
-                             float(scale), causal, op.s());
+    const Dt dt = dt_of(q, "attention_backward");
+    const AttentionShape shape = shape_of(q, k, mem_k);
+    const float* lse_in = stat(lse, "attention_backward", "lse");
+    if (cuda::attention_use_mma(dt, shape,
+                                {cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out), cptr(dq),
+                                 cptr(dk), cptr(dv), cptr(dmem_k), cptr(dmem_v)}))
+      cuda::attention_backward_mma(cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out), lse_in,
+                                   dsum.data<float>(), mptr(dq), mptr(dk), mptr(dv), mptr(dmem_k), mptr(dmem_v), shape,
+                                   float(scale), causal, op.s());
+    else
+      cuda::attention_backward(dt, cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out), lse_in,
+                               dsum.data<float>(), mptr(dq), mptr(dk), mptr(dv), mptr(dmem_k), mptr(dmem_v), shape,
+                               float(scale), causal, op.s());
   }
 
   int64_t cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor& loss_sum,

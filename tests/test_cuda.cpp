@@ -79,6 +79,12 @@ TEST(Cuda, ElementwiseKernelsMatchCpu) {
 // rows) against the CPU backend: f32 within 1e-5, bf16 within 1e-2 of the CPU in f32 on the same
 // bf16-rounded inputs. Device allocations are poisoned (NaN) so an unwritten output cannot pass.
 #ifdef KOFF_HAVE_CUDA
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "cuda/kernels.h"
+
 namespace koff {
 namespace {
 
@@ -138,6 +144,89 @@ TEST_P(CudaBackendAt, AttentionForwardBackward) {
     if (c.m) {
       expect_close(gg.dmem_k, gw.dmem_k, tol(), "dmem_k");
       expect_close(gg.dmem_v, gw.dmem_v, tol(), "dmem_v");
+    }
+  }
+}
+
+// Both bf16 attention paths, chosen with KOFF_CUDA_ATTENTION: the tensor-core kernels (attention_mma.cu)
+// and the SIMT ones (attention.cu), each against the CPU backend in f32 on the same bf16-rounded inputs.
+class ScopedEnv {  // sets an environment variable for its lifetime, then restores the old value
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() { had_ ? setenv(name_, old_.c_str(), 1) : unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
+// lse: the same rows at -inf (rows that see no key), the rest within `tol` absolute.
+void expect_lse_close(const Tensor& got_dev, const Tensor& want, double tol) {
+  const std::vector<float> got = got_dev.to(Device::cpu()).to_vector<float>(), ref = want.to_vector<float>();
+  ASSERT_EQ(got.size(), ref.size());
+  double diff = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (std::isinf(ref[i])) {
+      ASSERT_TRUE(std::isinf(got[i]) && got[i] < 0) << "lse[" << i << "] = " << got[i] << ", want -inf";
+    } else {
+      ASSERT_TRUE(std::isfinite(got[i])) << "lse[" << i << "] = " << got[i];
+      diff = std::max(diff, std::abs(double(got[i]) - double(ref[i])));
+    }
+  }
+  EXPECT_LT(diff, tol) << "lse";
+}
+
+TEST(CudaAttentionPaths, Bf16TensorCoreAndSimtMatchCpu) {
+  if (!cuda::register_if_available()) GTEST_SKIP() << cuda::describe_devices();
+  Poison poison;
+  const DType dt = DType::bf16;
+  const double tol = 1e-2;
+  for (AttnCase c : {AttnCase{1, 2048, 2048, 24, 8, 16, 128, true},  // Llama-3.2-3B
+                     AttnCase{1, 77, 77, 4, 2, 5, 64, true},         // head_dim 64, odd T
+                     AttnCase{2, 130, 130, 6, 2, 16, 128, true},     // B 2, odd T, several key tiles
+                     AttnCase{1, 1, 40, 24, 8, 16, 128, true},       // decode step
+                     AttnCase{1, 5, 40, 24, 8, 16, 128, true},       // Tq < Tk
+                     AttnCase{1, 96, 96, 8, 2, 0, 128, true},        // no memory slots
+                     AttnCase{2, 70, 70, 4, 1, 0, 64, false},        // not causal
+                     AttnCase{1, 20, 8, 2, 1, 0, 64, true}}) {       // Tq > Tk: rows that see no key
+    SCOPED_TRACE(::testing::Message() << "B" << c.b << " Tq" << c.tq << " Tk" << c.tk << " H" << c.h << " G" << c.g
+                                      << " m" << c.m << " hd" << c.hd << (c.causal ? " causal" : ""));
+    Philox rng(23, uint64_t(c.tq * 1000 + c.tk * 7 + c.hd));
+    Tensor q = rounded(randn({c.b, c.tq, c.h, c.hd}, Philox(rng.bits(1), 1)), dt);
+    Tensor k = rounded(randn({c.b, c.tk, c.g, c.hd}, Philox(rng.bits(2), 2)), dt);
+    Tensor v = rounded(randn({c.b, c.tk, c.g, c.hd}, Philox(rng.bits(3), 3)), dt);
+    Tensor mk = c.m ? rounded(randn({c.b, c.m, c.g, c.hd}, Philox(rng.bits(4), 4)), dt) : Tensor();
+    Tensor mv = c.m ? rounded(randn({c.b, c.m, c.g, c.hd}, Philox(rng.bits(5), 5)), dt) : Tensor();
+    Tensor dout = rounded(randn({c.b, c.tq, c.h, c.hd}, Philox(rng.bits(6), 6)), dt);
+    const double scale = 1.0 / std::sqrt(double(c.hd));
+    ops::AttentionOut want = ops::attention(q, k, v, mk, mv, scale, c.causal);
+    ops::AttentionGrads gw = ops::attention_backward(dout, q, k, v, mk, mv, want.out, want.lse, scale, c.causal);
+    auto dv_ = [&](const Tensor& t) { return t.defined() ? dev(t, dt) : Tensor(); };
+    const cuda::AttentionShape shape{c.b, c.tq, c.tk, c.h, c.g, c.m, c.hd};
+    for (const char* path : {"mma", "simt"}) {
+      SCOPED_TRACE(path);
+      ScopedEnv env("KOFF_CUDA_ATTENTION", path);
+      // The variable does select the path (and the tensor cores take every case here).
+      EXPECT_EQ(cuda::attention_use_mma(cuda::Dt::bf16, shape, {}), std::string(path) == "mma");
+      ops::AttentionOut got = ops::attention(dv_(q), dv_(k), dv_(v), dv_(mk), dv_(mv), scale, c.causal);
+      expect_close(got.out, want.out, tol, "out");
+      expect_lse_close(got.lse, want.lse, 1e-2);
+      // The backward from the CPU's own forward, so both sides see the same out/lse up to rounding.
+      ops::AttentionGrads gg = ops::attention_backward(dv_(dout), dv_(q), dv_(k), dv_(v), dv_(mk), dv_(mv),
+                                                       dv_(want.out), want.lse.to(Device::cuda(0)), scale, c.causal);
+      expect_close(gg.dq, gw.dq, tol, "dq");
+      expect_close(gg.dk, gw.dk, tol, "dk");
+      expect_close(gg.dv, gw.dv, tol, "dv");
+      if (c.m) {
+        expect_close(gg.dmem_k, gw.dmem_k, tol, "dmem_k");
+        expect_close(gg.dmem_v, gw.dmem_v, tol, "dmem_v");
+      }
     }
   }
 }

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -154,9 +155,21 @@ void bench_kernels(int64_t T) {
   const double attn_fwd = 4.0 * teff * H * hd;
   const double scale = 1.0 / std::sqrt(double(hd));
   ops::AttentionOut ao = ops::attention(qa, ka, va, mk, mv, scale, true);
-  compute("attention fwd (causal, GQA 3, m=16)", attn_fwd, [&] { (void)ops::attention(qa, ka, va, mk, mv, scale, true); });
-  compute("attention bwd (counted as 2x fwd)", 2 * attn_fwd,
-          [&] { (void)ops::attention_backward(da, qa, ka, va, mk, mv, ao.out, ao.lse, scale, true); });
+  // Causal, GQA 3, m = 16; the backward counted as 2x the forward. Both kernel paths, picked by
+  // KOFF_CUDA_ATTENTION (cuda/attention_mma.cu on tensor cores, cuda/attention.cu on CUDA cores).
+  const char* attention_path = std::getenv("KOFF_CUDA_ATTENTION");
+  const std::string saved_path = attention_path ? attention_path : "";
+  for (const char* path : {"mma", "simt"}) {
+    setenv("KOFF_CUDA_ATTENTION", path, 1);
+    compute(std::string("attention fwd (") + path + ")", attn_fwd,
+            [&] { (void)ops::attention(qa, ka, va, mk, mv, scale, true); });
+    compute(std::string("attention bwd (") + path + ")", 2 * attn_fwd,
+            [&] { (void)ops::attention_backward(da, qa, ka, va, mk, mv, ao.out, ao.lse, scale, true); });
+  }
+  if (attention_path)
+    setenv("KOFF_CUDA_ATTENTION", saved_path.c_str(), 1);
+  else
+    unsetenv("KOFF_CUDA_ATTENTION");
 
   Tensor hn = rnd({N, D}, 31);
   std::vector<int64_t> tv(static_cast<size_t>(N));
