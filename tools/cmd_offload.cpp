@@ -120,7 +120,7 @@ const bool report_registered = koff::cli::add_command({"report", "section-8 tabl
       };
     }});
 
-const bool demo_registered = koff::cli::add_command({"demo", "the whole method on the embedded model and corpus (or SmolLM2), on CPU",
+const bool demo_registered = koff::cli::add_command({"demo", "the whole method on the embedded model and corpus (or SmolLM2); CPU unless --device cuda",
     [](CLI::App& sub) {
       struct Options {
         std::string out = "koff-demo";
