@@ -24,8 +24,8 @@
 // Shared memory (f32 tiles, rows of K/Q read lane-per-row padded to HD+1 against bank conflicts):
 //   forward  (64 + 32) x HD + 32 x (HD+1) floats (64.1 KiB at HD=128)
 //   dq       128 x HD + 64 x (HD+1) floats (96.3 KiB at HD=128); dkv 2 x 8R x HD + 64 x (HD+1) + 96
-// above 48 KiB, hence cudaFuncSetAttribute before each launch. HD is the head-dim bound (64/128/256)
-// a kernel is built for; the runtime head_dim may be smaller (zero-padded tiles).
+// above 48 KiB, which launch() (cuda/common.cuh) then allows with cudaFuncSetAttribute. HD is the
+// head-dim bound (64/128/256) a kernel is built for; the runtime head_dim may be smaller (zero-padded tiles).
 #include "cuda/common.cuh"
 
 namespace koff::cuda {
@@ -406,13 +406,6 @@ size_t dkv_smem() {
          sizeof(int64_t) * kQueryTile + 8;
 }
 
-template <typename K>
-void launch(K kernel, dim3 grid, size_t smem, cudaStream_t s, const Args& a) {
-  KOFF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<grid, kThreads, smem, s>>>(a);
-  KOFF_CUDA_CHECK(cudaGetLastError());
-}
-
 // Calls fn.template operator()<HD>() with the smallest head-dim bound that holds hd.
 template <typename Fn>
 void on_head_dim(int64_t hd, Fn&& fn) {
@@ -463,7 +456,8 @@ void attention_forward(Dt dt, const void* q, const void* k, const void* v, const
     using T = decltype(tag);
     on_head_dim(d.head_dim, [&]<int HD>() {
       a.ppb = (kWarps * 8) / rep;
-      launch(attention_fwd_kernel<T, HD, 8>, grid_of((d.tq + a.ppb - 1) / a.ppb, d), fwd_smem<HD>(), s, a);
+      launch(attention_fwd_kernel<T, HD, 8>, grid_of((d.tq + a.ppb - 1) / a.ppb, d), kThreads, fwd_smem<HD>(), s,
+             a);
     });
   });
 }
@@ -479,19 +473,19 @@ void attention_backward(Dt dt, const void* dout, const void* q, const void* k, c
   on_dt(dt, [&](auto tag) {
     using T = decltype(tag);
     if (rows > 0) {
-      attention_dsum_kernel<T><<<unsigned((rows + kWarps - 1) / kWarps), kThreads, 0, s>>>(
-          static_cast<const T*>(dout), static_cast<const T*>(out), dsum, rows, d.head_dim);
-      KOFF_CUDA_CHECK(cudaGetLastError());
+      launch(attention_dsum_kernel<T>, dim3(unsigned((rows + kWarps - 1) / kWarps)), kThreads, 0, s,
+             static_cast<const T*>(dout), static_cast<const T*>(out), dsum, rows, d.head_dim);
     }
     on_head_dim(d.head_dim, [&]<int HD>() {
       if (rows > 0) {
         a.ppb = (kWarps * 8) / rep;
-        launch(attention_dq_kernel<T, HD, 8>, grid_of((d.tq + a.ppb - 1) / a.ppb, d), dq_smem<HD>(), s, a);
+        launch(attention_dq_kernel<T, HD, 8>, grid_of((d.tq + a.ppb - 1) / a.ppb, d), kThreads, dq_smem<HD>(), s,
+               a);
       }
       if (d.batch * nkeys > 0) {
         constexpr int R = rows_per_warp<HD>();
-        launch(attention_dkv_kernel<T, HD, R>, grid_of((nkeys + kWarps * R - 1) / (kWarps * R), d), dkv_smem<HD>(),
-               s, a);
+        launch(attention_dkv_kernel<T, HD, R>, grid_of((nkeys + kWarps * R - 1) / (kWarps * R), d), kThreads,
+               dkv_smem<HD>(), s, a);
       }
     });
   });

@@ -696,18 +696,6 @@ __global__ void __launch_bounds__(kThreads, 2) attention_mma_dkv_kernel(MmaArgs 
   if (a.M > 0) write_rows<HD>(stage, 1.0f, nullptr, mem_row, a.dmv);
 }
 
-template <typename Kernel, typename... Params>
-void launch(Kernel* kernel, dim3 grid, int threads, size_t smem, cudaStream_t s, Params... params) {
-  static_assert(std::is_same_v<Kernel, void(Params...)>, "cudaLaunchKernel reads the arguments as the kernel's types");
-  if (smem > 48 * 1024) {
-    KOFF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    KOFF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                         int(cudaSharedmemCarveoutMaxShared)));
-  }
-  void* args[] = {&params...};
-  KOFF_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(unsigned(threads)), args, smem, s));
-}
-
 // Calls fn.template operator()<HD>() for head_dim 64 or 128 (attention_use_mma admits no other).
 template <typename Fn>
 void on_mma_head_dim(int64_t hd, Fn&& fn) {

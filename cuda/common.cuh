@@ -1,11 +1,12 @@
 // Device helpers shared by the kernel files: element load/store with f32 math, launch sizing, warp
-// and block reductions (shuffles), and the Dt dispatch. Not for host-only translation units.
+// and block reductions (shuffles), the Dt dispatch and a kernel launch helper. Not for host-only translation units.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/check.h"
 #include "cuda/kernels.h"
@@ -78,6 +79,21 @@ __device__ __forceinline__ SwigluGatedGrad swiglu_gated_grad(float dy, float g, 
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t blocks = (n + threads - 1) / threads;
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 4 ? 65535 * 4 : blocks));
+}
+
+// Launches kernel<<<grid, threads, smem, s>>>(params...) through cudaLaunchKernel (plain C++, so the
+// CPU emulator of tests/cuda_emu runs the same call), raising the kernel's dynamic shared memory limit
+// first when it needs more than the default 48 KiB. The parameters must have exactly the kernel's types.
+template <typename Kernel, typename... Params>
+void launch(Kernel* kernel, dim3 grid, int threads, size_t smem, cudaStream_t s, Params... params) {
+  static_assert(std::is_same_v<Kernel, void(Params...)>, "cudaLaunchKernel reads the arguments as the kernel's types");
+  if (smem > 48 * 1024) {
+    KOFF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    KOFF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         int(cudaSharedmemCarveoutMaxShared)));
+  }
+  void* args[] = {&params...};
+  KOFF_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(unsigned(threads)), args, smem, s));
 }
 
 // Calls fn(T{}) with T = float or bf16_t.

@@ -1,7 +1,8 @@
 // The tensor-core attention of cuda/attention_mma.cu, run WITHOUT a GPU: the real kernel source is
 // compiled as C++ against stand-in CUDA headers (tests/cuda_emu/emu/) and executed on a CPU emulator
 // of CUDA blocks, then compared with a double-precision reference (forward out/lse, every gradient,
-// bf16 tolerance 1e-2; guard bands catch writes outside the outputs).
+// bf16 tolerance 1e-2; guard bands catch writes outside the outputs). The reference and the checks are
+// shared with attention_simt_emu.cpp (attention_reference.h).
 //
 // The emulator (emu/emu_core.h) runs one ucontext fiber per thread and switches only at barriers and
 // warp collectives, in a random order each time, so a missing __syncthreads/__syncwarp shows up; WMMA
@@ -32,6 +33,8 @@ alignas(1024) unsigned char smem[emu::kSmemArena];
 #error "define KERNEL_FILE, the path of cuda/attention_mma.cu (tests/CMakeLists.txt does)"
 #endif
 #include KERNEL_FILE
+
+#include "attention_reference.h"
 
 namespace emu {
 void launch_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body) {
@@ -79,114 +82,50 @@ struct FBuf {
   }
 };
 
-struct Case {
-  int64_t b, tq, tk, h, g, m, hd;
-  bool causal;
-};
+using ref::Case;
 
-double rnd(uint64_t& s) {
-  s = s * 6364136223846793005ull + 1442695040888963407ull;
-  return double((s >> 11) & ((1ull << 53) - 1)) / double(1ull << 53) * 2.0 - 1.0;
-}
-
-int failures = 0;
-void check(const char* what, const std::vector<double>& got, const std::vector<double>& want, double tol,
-           const std::string& tag) {
-  double scale = 0, diff = 0;
-  bool nan = false;
-  for (size_t i = 0; i < want.size(); ++i) {
-    scale = std::max(scale, std::abs(want[i]));
-    if (!std::isfinite(got[i])) nan = true;
-    diff = std::max(diff, std::abs(got[i] - want[i]));
-  }
-  const double rel = diff / std::max(scale, 1e-30);
-  const bool ok = !nan && (rel < tol || (scale == 0 && diff == 0));
-  if (!ok) ++failures;
-  std::printf("  %-7s rel %.2e (max %.3g)%s%s\n", what, rel, scale, nan ? " NaN!" : "", ok ? "" : "   <-- FAIL");
-  (void)tag;
+std::vector<double> vec(const Buf& x) {
+  std::vector<double> r(x.n);
+  for (size_t i = 0; i < x.n; ++i) r[i] = x.at(i);
+  return r;
 }
 
 void run(const Case& c, int copy_mode) {
   emu::st.copy_mode = copy_mode;
-  const int64_t B = c.b, Tq = c.tq, Tk = c.tk, H = c.h, G = c.g, M = c.m, hd = c.hd, rep = H / G;
-  const double scale = 1.0 / std::sqrt(double(hd));
+  const ref::Shape s(c);
+  const size_t nq = s.nq(), nk = s.nk(), nm = s.nm();
+  const int64_t M = c.m;
+  const double scale = 1.0 / std::sqrt(double(c.hd));
   char tag[200];
-  std::snprintf(tag, sizeof tag, "B%ld Tq%ld Tk%ld H%ld G%ld m%ld hd%ld %s copy%d", long(B), long(Tq), long(Tk),
-                long(H), long(G), long(M), long(hd), c.causal ? "causal" : "full", copy_mode);
+  std::snprintf(tag, sizeof tag, "B%ld Tq%ld Tk%ld H%ld G%ld m%ld hd%ld %s copy%d", long(c.b), long(c.tq), long(c.tk),
+                long(c.h), long(c.g), long(M), long(c.hd), c.causal ? "causal" : "full", copy_mode);
   std::printf("%s\n", tag);
-  uint64_t seed = uint64_t(Tq * 131 + Tk * 7 + H * 3 + M + hd);
-  auto fill = [&](Buf& x, double amp) {
-    for (size_t i = 0; i < x.n; ++i) x.p()[i] = __float2bfloat16(float(amp * rnd(seed)));
+  uint64_t seed = uint64_t(c.tq * 131 + c.tk * 7 + c.h * 3 + M + c.hd);
+  ref::Inputs in{c, {}, {}, {}, {}, {}, {}};
+  auto fill = [&](Buf& x, std::vector<double>& seen, double amp) {
+    for (size_t i = 0; i < x.n; ++i) x.p()[i] = __float2bfloat16(float(amp * ref::rnd(seed)));
+    seen = vec(x);
   };
-  const size_t nq = size_t(B * Tq * H * hd), nk = size_t(B * Tk * G * hd), nm = size_t(B * M * G * hd);
   Buf q(nq), k(nk), v(nk), mk(nm), mv(nm), dout(nq);
-  fill(q, 2.0), fill(k, 2.0), fill(v, 1.0), fill(mk, 2.0), fill(mv, 1.0), fill(dout, 1.0);
-  auto Q = [&](int64_t b, int64_t i, int64_t h, int64_t d) { return double(__bfloat162float(q.p()[((b * Tq + i) * H + h) * hd + d])); };
-  auto key = [&](Buf& real, Buf& mem, int64_t b, int64_t kk, int64_t g, int64_t d) {
-    return kk < M ? double(__bfloat162float(mem.p()[((b * M + kk) * G + g) * hd + d]))
-                  : double(__bfloat162float(real.p()[((b * Tk + kk - M) * G + g) * hd + d]));
-  };
-  auto nvis = [&](int64_t i) {
-    if (!c.causal) return M + Tk;
-    int64_t n = i + Tk - Tq + 1;
-    return M + std::clamp<int64_t>(n, 0, Tk);
-  };
-  // Reference forward.
-  std::vector<double> out_ref(nq, 0.0), lse_ref(size_t(B * Tq * H));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < Tq; ++i)
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t g = h / rep, n = nvis(i);
-        const size_t row = size_t((b * Tq + i) * H + h);
-        if (n == 0) {
-          lse_ref[row] = -INFINITY;
-          continue;
-        }
-        std::vector<double> s(static_cast<size_t>(n));
-        double mx = -INFINITY;
-        for (int64_t kk = 0; kk < n; ++kk) {
-          double acc = 0;
-          for (int64_t d = 0; d < hd; ++d) acc += Q(b, i, h, d) * key(k, mk, b, kk, g, d);
-          s[size_t(kk)] = acc * scale;
-          mx = std::max(mx, s[size_t(kk)]);
-        }
-        double l = 0;
-        for (auto& x : s) l += std::exp(x - mx);
-        lse_ref[row] = mx + std::log(l);
-        for (int64_t kk = 0; kk < n; ++kk) {
-          const double p = std::exp(s[size_t(kk)] - lse_ref[row]);
-          for (int64_t d = 0; d < hd; ++d) out_ref[row * size_t(hd) + size_t(d)] += p * key(v, mv, b, kk, g, d);
-        }
-      }
-  const AttentionShape shape{B, Tq, Tk, H, G, M, hd};
+  fill(q, in.q, 2.0), fill(k, in.k, 2.0), fill(v, in.v, 1.0), fill(mk, in.mk, 2.0), fill(mv, in.mv, 1.0);
+  fill(dout, in.dout, 1.0);
+  std::vector<double> out_ref, lse_ref;
+  ref::forward(in, scale, out_ref, lse_ref);
+  const AttentionShape shape{c.b, c.tq, c.tk, c.h, c.g, M, c.hd};
   Buf out(nq);
-  FBuf lse(size_t(B * Tq * H));
+  FBuf lse(s.rows());
   if (!koff::cuda::attention_use_mma(koff::cuda::Dt::bf16, shape, {q.p(), k.p(), v.p(), out.p()})) {
     std::printf("  not eligible\n");
-    ++failures;
+    ++ref::failures;
     return;
   }
   koff::cuda::attention_forward_mma(q.p(), k.p(), v.p(), M ? mk.p() : nullptr, M ? mv.p() : nullptr, out.p(), lse.p(),
                                     shape, float(scale), c.causal, nullptr);
-  std::vector<double> got(nq), lg(lse.n), lw(lse.n);
-  for (size_t i = 0; i < nq; ++i) got[i] = out.at(i);
-  check("out", got, out_ref, 1e-2, tag);
-  double lse_diff = 0;
-  bool lse_bad = false;
-  for (size_t i = 0; i < lse.n; ++i) {
-    const double a = lse.p()[i], w = lse_ref[i];
-    if (std::isinf(w) || std::isinf(a)) {
-      if (!(std::isinf(a) && std::isinf(w) && a < 0 && w < 0)) lse_bad = true;
-    } else {
-      lse_diff = std::max(lse_diff, std::abs(a - w));
-    }
-    if (std::isnan(a)) lse_bad = true;
-  }
-  std::printf("  lse     abs %.2e%s\n", lse_diff, lse_bad || lse_diff > 1e-2 ? "   <-- FAIL" : "");
-  if (lse_bad || lse_diff > 1e-2) ++failures;
+  ref::check("out", vec(out), out_ref, 1e-2);
+  ref::check_lse(std::vector<double>(lse.p(), lse.p() + lse.n), lse_ref, 1e-2);
   if (!out.guards_ok() || !lse.guards_ok()) {
     std::printf("  forward wrote outside its outputs  <-- FAIL\n");
-    ++failures;
+    ++ref::failures;
   }
 
   // Reference backward, from the reference out (rounded to bf16, as the kernel sees it) and lse.
@@ -194,60 +133,23 @@ void run(const Case& c, int copy_mode) {
   for (size_t i = 0; i < nq; ++i) outb.p()[i] = __float2bfloat16(float(out_ref[i]));
   FBuf lsef(lse.n);
   for (size_t i = 0; i < lse.n; ++i) lsef.p()[i] = float(lse_ref[i]);
-  std::vector<double> dq_ref(nq, 0.0), dk_ref(nk, 0.0), dv_ref(nk, 0.0), dmk_ref(nm, 0.0), dmv_ref(nm, 0.0);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < Tq; ++i)
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t g = h / rep, n = nvis(i);
-        const size_t row = size_t((b * Tq + i) * H + h);
-        if (n == 0) continue;
-        double D = 0;
-        for (int64_t d = 0; d < hd; ++d)
-          D += double(__bfloat162float(dout.p()[row * size_t(hd) + size_t(d)])) * outb.at(row * size_t(hd) + size_t(d));
-        const double L = double(lsef.p()[row]);
-        for (int64_t kk = 0; kk < n; ++kk) {
-          double s = 0, dp = 0;
-          for (int64_t d = 0; d < hd; ++d) {
-            s += Q(b, i, h, d) * key(k, mk, b, kk, g, d);
-            dp += double(__bfloat162float(dout.p()[row * size_t(hd) + size_t(d)])) * key(v, mv, b, kk, g, d);
-          }
-          const double p = std::exp(s * scale - L), ds = p * (dp - D);
-          for (int64_t d = 0; d < hd; ++d) {
-            const double dov = __bfloat162float(dout.p()[row * size_t(hd) + size_t(d)]);
-            dq_ref[row * size_t(hd) + size_t(d)] += scale * ds * key(k, mk, b, kk, g, d);
-            if (kk < M) {
-              const size_t o = size_t(((b * M + kk) * G + g) * hd + d);
-              dmk_ref[o] += scale * ds * Q(b, i, h, d);
-              dmv_ref[o] += p * dov;
-            } else {
-              const size_t o = size_t(((b * Tk + kk - M) * G + g) * hd + d);
-              dk_ref[o] += scale * ds * Q(b, i, h, d);
-              dv_ref[o] += p * dov;
-            }
-          }
-        }
-      }
+  const ref::Grads want = ref::backward(in, vec(outb), std::vector<double>(lsef.p(), lsef.p() + lsef.n), scale);
   Buf dq(nq), dk(nk), dv(nk), dmk(nm), dmv(nm);
   FBuf dsum(lse.n);
   koff::cuda::attention_backward_mma(dout.p(), q.p(), k.p(), v.p(), M ? mk.p() : nullptr, M ? mv.p() : nullptr,
                                      outb.p(), lsef.p(), dsum.p(), dq.p(), dk.p(), dv.p(), M ? dmk.p() : nullptr,
                                      M ? dmv.p() : nullptr, shape, float(scale), c.causal, nullptr);
-  auto vec = [](const Buf& x) {
-    std::vector<double> r(x.n);
-    for (size_t i = 0; i < x.n; ++i) r[i] = x.at(i);
-    return r;
-  };
-  check("dq", vec(dq), dq_ref, 1e-2, tag);
-  check("dk", vec(dk), dk_ref, 1e-2, tag);
-  check("dv", vec(dv), dv_ref, 1e-2, tag);
+  ref::check("dq", vec(dq), want.dq, 1e-2);
+  ref::check("dk", vec(dk), want.dk, 1e-2);
+  ref::check("dv", vec(dv), want.dv, 1e-2);
   if (M) {
-    check("dmem_k", vec(dmk), dmk_ref, 1e-2, tag);
-    check("dmem_v", vec(dmv), dmv_ref, 1e-2, tag);
+    ref::check("dmem_k", vec(dmk), want.dmk, 1e-2);
+    ref::check("dmem_v", vec(dmv), want.dmv, 1e-2);
   }
   if (!dq.guards_ok() || !dk.guards_ok() || !dv.guards_ok() || !dmk.guards_ok() || !dmv.guards_ok() ||
       !dsum.guards_ok()) {
     std::printf("  backward wrote outside its outputs  <-- FAIL\n");
-    ++failures;
+    ++ref::failures;
   }
 }
 
@@ -269,6 +171,6 @@ int main(int argc, char** argv) {
   if (argc > 1) first = std::atoi(argv[1]), last = first + 1;
   for (int i = first; i < last; ++i)
     for (int mode : {0, 1, 2}) run(cases[size_t(i)], mode);
-  std::printf("%s: %d failures, %ld launches\n", failures ? "FAILED" : "PASSED", failures, emu::launches);
-  return failures ? 1 : 0;
+  std::printf("%s: %d failures, %ld launches\n", ref::failures ? "FAILED" : "PASSED", ref::failures, emu::launches);
+  return ref::failures ? 1 : 0;
 }

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 struct uint3 {
@@ -64,6 +65,7 @@ struct State {
   // Warp exchange buffers (per warp): up to 3 16x16 float matrices + per-lane scalars.
   std::vector<std::vector<float>> xa, xb, xc;
   std::vector<std::vector<float>> lane_val;
+  std::vector<std::vector<uint64_t>> lane_bits;  // shuffle exchange, one slot per lane
   std::vector<std::vector<uintptr_t>> lane_ptr;
   std::vector<ThreadPipe> pipes;
   std::function<void()> body;
@@ -132,6 +134,7 @@ inline void run_block(int nthreads, const std::function<void()>& body) {
   st.xb.assign(size_t(nwarps), std::vector<float>(256));
   st.xc.assign(size_t(nwarps), std::vector<float>(256));
   st.lane_val.assign(size_t(nwarps), std::vector<float>(32));
+  st.lane_bits.assign(size_t(nwarps), std::vector<uint64_t>(32));
   st.lane_ptr.assign(size_t(nwarps), std::vector<uintptr_t>(64));
   st.pipes.assign(size_t(nthreads), ThreadPipe{});
   for (int t = 0; t < nthreads; ++t) {
@@ -190,12 +193,52 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
   if (mask != 0xffffffffu) emu::die("partial syncwarp mask");
   emu::syncwarp();
 }
-inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
-  if (mask != 0xffffffffu) emu::die("partial shuffle mask");
-  const unsigned w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  emu::st.lane_val[w][lane] = v;
-  emu::syncwarp();
-  const float r = emu::st.lane_val[w][lane ^ unsigned(lane_mask)];
-  emu::syncwarp();
-  return r;
+namespace emu {
+// A warp shuffle: every lane publishes v, the warp meets, each lane reads lane src(lane)'s value (or
+// keeps its own where src returns a lane outside the allowed segment, -1), and the warp meets again
+// before the slots are reused. Full-warp masks only; width a power of two up to 32.
+template <typename V, typename Src>
+V shuffle(unsigned mask, V v, int width, Src src) {
+  static_assert(std::is_trivially_copyable_v<V> && sizeof(V) <= 8, "shuffle of a 4- or 8-byte value");
+  if (mask != 0xffffffffu) die("partial shuffle mask");
+  if (width < 1 || width > 32 || (width & (width - 1))) die("shuffle width");
+  const unsigned w = threadIdx.x / 32;
+  const int lane = int(threadIdx.x % 32), seg = lane & ~(width - 1);
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(V));
+  st.lane_bits[w][size_t(lane)] = bits;
+  syncwarp();
+  const int from = src(lane, seg);
+  const uint64_t r = from < 0 ? bits : st.lane_bits[w][size_t(from)];
+  syncwarp();
+  V out;
+  std::memcpy(&out, &r, sizeof(V));
+  return out;
+}
+}  // namespace emu
+
+template <typename V>
+V __shfl_sync(unsigned mask, V v, int src_lane, int width = 32) {
+  return emu::shuffle(mask, v, width, [&](int, int seg) { return seg + (src_lane & (width - 1)); });
+}
+template <typename V>
+V __shfl_xor_sync(unsigned mask, V v, int lane_mask, int width = 32) {
+  return emu::shuffle(mask, v, width, [&](int lane, int seg) {
+    const int from = lane ^ lane_mask;
+    return from >= 0 && from < 32 && from < seg + width ? from : -1;
+  });
+}
+template <typename V>
+V __shfl_down_sync(unsigned mask, V v, unsigned delta, int width = 32) {
+  return emu::shuffle(mask, v, width, [&](int lane, int seg) {
+    const int from = lane + int(delta);
+    return from < seg + width ? from : -1;
+  });
+}
+template <typename V>
+V __shfl_up_sync(unsigned mask, V v, unsigned delta, int width = 32) {
+  return emu::shuffle(mask, v, width, [&](int lane, int seg) {
+    const int from = lane - int(delta);
+    return from >= seg ? from : -1;
+  });
 }
