@@ -38,17 +38,7 @@ alignas(1024) unsigned char smem[emu::kSmemArena];
 
 namespace emu {
 void launch_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body) {
-  gridDim = grid;
-  blockDim = block;
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        blockIdx = uint3{x, y, z};
-        std::memset(koff::cuda::smem, 0xff, kSmemArena);  // NaN everywhere: unwritten reads show
-        run_block(int(block.x), body);
-        for (size_t i = smem_bytes; i < kSmemArena; ++i)
-          if (koff::cuda::smem[i] != 0xff) die("shared memory written past the dynamic size");
-      }
+  run_grid(grid, block, smem_bytes, koff::cuda::smem, kSmemArena, body);
 }
 }  // namespace emu
 

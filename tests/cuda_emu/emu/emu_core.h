@@ -186,6 +186,24 @@ inline void run_block(int nthreads, const std::function<void()>& body) {
   st.current = -1;
 }
 
+// Runs every block of a grid, one after another, over a shared-memory arena of arena_bytes: filled
+// with 0xff before each block (NaN everywhere: unwritten reads show), and checked after it for writes
+// past the launch's dynamic size.
+inline void run_grid(dim3 grid, dim3 block, size_t smem_bytes, unsigned char* arena, size_t arena_bytes,
+                     const std::function<void()>& body) {
+  gridDim = grid;
+  blockDim = block;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        blockIdx = uint3{x, y, z};
+        std::memset(arena, 0xff, arena_bytes);
+        run_block(int(block.x), body);
+        for (size_t i = smem_bytes; i < arena_bytes; ++i)
+          if (arena[i] != 0xff) die("shared memory written past the dynamic size");
+      }
+}
+
 }  // namespace emu
 
 inline void __syncthreads() { emu::arrive_and_wait(emu::st.block_bar); }
