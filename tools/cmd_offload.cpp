@@ -13,30 +13,50 @@ namespace {
 namespace fs = std::filesystem;
 using koff::offload::OffloadJob;
 
-// Progress: step, loss, expected sparsity, target, lambdas, tokens/s, ETA.
-std::function<void(const koff::offload::StepReport&)> progress_printer(koff::cli::Progress& p, int64_t log_every) {
-  return [&p, log_every](const koff::offload::StepReport& r) {
+// Progress: step, loss, what the sparsity control did (s_hat against this step's target, hard
+// sparsity, undecided share, the shift b or lambda1), tokens/s, ETA.
+std::function<void(const koff::offload::StepReport&)> progress_printer(koff::cli::Progress& p, int64_t log_every,
+                                                                       std::string control) {
+  return [&p, log_every, control](const koff::offload::StepReport& r) {
     if (!r.message.empty()) return p.note(r.message);
     if (r.step % log_every != 0 && r.step != r.steps) return;
     const double per_step = r.step > 0 ? r.elapsed / std::max<double>(1, r.step) : 0;
-    p.report(fmt::format("{} step {}/{} | loss {:.4f} | s_hat {:.3f} (target {:.3f}) | lambda {:+.3f} {:+.3f} | {:.0f} tok/s | ETA {}",
-                         r.phase, r.step, r.steps, r.loss, r.expected_sparsity, r.target, r.lambda1, r.lambda2,
-                         r.tokens_per_second, koff::cli::format_duration(per_step * static_cast<double>(r.steps - r.step))));
+    const std::string gates =
+        r.phase == "mask" && control != "none"
+            ? fmt::format(" | s_hat {:.3f} (t {:.3f}) hard {:.3f} undecided {:.3f} | {} {:+.3f}", r.gates.expected_sparsity,
+                          r.target, r.gates.hard_sparsity, r.gates.undecided, control == "project" ? "b" : "lambda1",
+                          r.multiplier)
+            : "";
+    p.report(fmt::format("{} step {}/{} | loss {:.4f}{} | {:.0f} tok/s | ETA {}", r.phase, r.step, r.steps, r.loss,
+                         gates, r.tokens_per_second,
+                         koff::cli::format_duration(per_step * static_cast<double>(r.steps - r.step))));
   };
 }
+std::string control_label(const koff::offload::OffloadSettings& s) {
+  return s.learn_mask ? s.sparsity_control : "none";
+}
 
-void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& no_kv) {
+void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& no_kv, bool& no_mask) {
   auto& s = job.settings;
   sub.add_option("--steps", s.steps, "mask-learning steps")->capture_default_str();
   sub.add_option("--batch", s.batch, "sequences per step (domains take turns)")->capture_default_str();
   sub.add_option("--seq", s.seq, "tokens per sequence")->capture_default_str();
   sub.add_option("--accum", s.accum, "gradient accumulation micro-batches per step")->capture_default_str();
-  sub.add_option("--warmup-frac", s.warmup_frac, "fraction of steps over which the target ramps up")->capture_default_str();
+  sub.add_option("--warmup-frac", s.warmup_frac,
+                 "fraction of steps over which the target ramps up (lagrangian: at least 60 steps)")
+      ->capture_default_str();
+  sub.add_option("--sparsity-control", s.sparsity_control,
+                 "project: shift every log_alpha after each step so that s_hat = t exactly; lagrangian: "
+                 "N (lambda1 (s_hat - t) + mu (s_hat - t)^2), lambda1 by SGD ascent")
+      ->capture_default_str();
+  sub.add_option("--penalty", s.penalty, "lagrangian: the fixed quadratic weight mu")->capture_default_str();
   sub.add_option("--lr-gates", s.lr_gates, "AdamW lr of log_alpha")->capture_default_str();
-  sub.add_option("--lr-lambda", s.lr_lambda, "ascent lr of the Lagrange multipliers")->capture_default_str();
+  sub.add_option("--lr-lambda", s.lr_lambda, "lagrangian: SGD ascent rate of lambda1")->capture_default_str();
   sub.add_option("--lr-memory", s.lr_memory, "AdamW lr of LoRA and KV memories")->capture_default_str();
   sub.add_flag("--no-lora", no_lora, "learn no LoRA adapters");
   sub.add_flag("--no-kv", no_kv, "learn no KV memories");
+  sub.add_flag("--no-mask", no_mask,
+               "learn no mask: memories alone on the dense model, the adaptation baseline (needs --target 0)");
   sub.add_option("--rank", s.memory.rank, "LoRA rank r")->capture_default_str();
   sub.add_option("--alpha", s.memory.alpha, "LoRA alpha")->capture_default_str();
   sub.add_option("--slots", s.memory.slots, "KV memory slots m per layer and KV head")->capture_default_str();
@@ -47,6 +67,9 @@ void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& n
   sub.add_option("--seed", s.seed, "seed of gate samples, batches and inits")->capture_default_str();
   sub.add_option("--checkpoint-every", s.checkpoint_every, "steps between checkpoints")->capture_default_str();
   sub.add_option("--eval-tokens", job.eval_tokens, "valid tokens per domain and evaluation (0 = all)")->capture_default_str();
+  sub.add_option("--eval-seq", job.eval_seq, "evaluation window, tokens")->capture_default_str();
+  sub.add_option("--cross-tokens", job.cross_tokens, "valid tokens per domain for the cross-memory matrix")
+      ->capture_default_str();
   sub.add_option("--save-dtype", job.save_dtype, "backbone weights on disk: f32 or bf16")->capture_default_str();
 }
 
@@ -70,25 +93,28 @@ const bool offload_registered = koff::cli::add_command({"offload", "learn a mask
     [](CLI::App& sub) {
       auto job = std::make_shared<OffloadJob>();
       auto no_lora = std::make_shared<bool>(false), no_kv = std::make_shared<bool>(false);
+      auto no_mask = std::make_shared<bool>(false);
       auto dev = std::make_shared<DeviceOptions>();
       sub.add_option("--model", job->model_dir, "base model: a directory (config.json, safetensors, tokenizer.json) or a GGUF file")->required();
       sub.add_option("--data", job->data_dir, "data directory: <domain>/train.txt and <domain>/valid.txt")->required();
       sub.add_option("--target", job->settings.target, "target sparsity of the prunable size, in [0, 1)")->required();
       sub.add_option("--out", job->out_dir, "run directory")->required();
-      add_settings_options(sub, *job, *no_lora, *no_kv);
+      add_settings_options(sub, *job, *no_lora, *no_kv, *no_mask);
       sub.add_option("--bucket-mb", job->bucket_mb, "data parallel: gradient all-reduce bucket size, MiB")
           ->capture_default_str();
       add_device_options(sub, *dev);
       return [=]() {
         job->settings.memory.lora = !*no_lora;
         job->settings.memory.kv = !*no_kv;
+        job->settings.learn_mask = !*no_mask;
         apply_device_options(*dev, *job);
         // Under mpirun or torchrun-style variables: this rank of the data-parallel group (README).
         std::unique_ptr<koff::dist::Communicator> comm = koff::dist::from_environment();
         try {
           koff::offload::validate(*job);  // nothing is written on bad input
           koff::cli::Progress progress;
-          if (comm->is_root()) job->progress = progress_printer(progress, job->settings.log_every);
+          if (comm->is_root())
+            job->progress = progress_printer(progress, job->settings.log_every, control_label(job->settings));
           job->interrupt = koff::cli::install_interrupt_handler();
           job->comm = comm.get();
           if (!koff::offload::run_offload(*job)) {
@@ -127,6 +153,7 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
         std::string model = std::string(KOFF_SOURCE_DIR) + "/models/embedded";
         std::string data = std::string(KOFF_SOURCE_DIR) + "/data/corpus";
         std::vector<double> targets = {0.12, 0.25};
+        int64_t seeds = 1;
         OffloadJob base;
         DeviceOptions device;
       };
@@ -136,8 +163,8 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
       o->base.settings.seq = 64;
       o->base.settings.log_every = 5;
       o->base.settings.checkpoint_every = 100;
-      o->base.eval_tokens = 2048;
-      o->base.eval_seq = 64;
+      o->base.eval_tokens = 16384;
+      o->base.eval_seq = 256;
       sub.add_option("--out", o->out, "output directory")->capture_default_str();
       sub.add_option("--model", o->model,
                      "base model: a directory, a GGUF file, or 'smollm2' (SmolLM2-135M-Instruct on the four English "
@@ -148,7 +175,16 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
       sub.add_option("--steps", o->base.settings.steps, "mask-learning steps per run")->capture_default_str();
       sub.add_option("--batch", o->base.settings.batch, "sequences per step")->capture_default_str();
       sub.add_option("--seq", o->base.settings.seq, "tokens per sequence")->capture_default_str();
-      sub.add_option("--eval-tokens", o->base.eval_tokens, "valid tokens per domain")->capture_default_str();
+      sub.add_option("--eval-tokens", o->base.eval_tokens, "valid tokens per domain (0 = the whole valid split)")
+          ->capture_default_str();
+      sub.add_option("--eval-seq", o->base.eval_seq, "evaluation window, tokens")->capture_default_str();
+      sub.add_option("--seeds", o->seeds,
+                     "seeds 1..N of every run (gate samples, batches, inits); the report's intervals resample seeds "
+                     "and windows")
+          ->capture_default_str();
+      sub.add_option("--sparsity-control", o->base.settings.sparsity_control, "project or lagrangian")
+          ->capture_default_str();
+      sub.add_option("--kv-init", o->base.settings.memory.kv_init, "KV memory init")->capture_default_str();
       add_device_options(sub, o->device);
       return [=, app = &sub]() {
         apply_device_options(o->device, o->base);
@@ -162,7 +198,7 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
           if (!app->count("--steps")) o->base.settings.steps = 60;
           if (!app->count("--batch")) o->base.settings.batch = 4;
           if (!app->count("--seq")) o->base.settings.seq = 128;
-          o->base.eval_seq = o->base.settings.seq;
+          if (!app->count("--eval-seq")) o->base.eval_seq = 512;
           o->base.settings.checkpoint_every = 20;
           KOFF_CHECK(fs::exists(o->model) && fs::exists(fs::path(o->data) / "novel"),
                      "{} or {} is missing: run `bash tools/setup.sh` (it fetches SmolLM2 and builds the English "
@@ -172,21 +208,39 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
         koff::cli::Progress progress;
         const auto t0 = std::chrono::steady_clock::now();
         const std::atomic<bool>* interrupt = koff::cli::install_interrupt_handler();
-        for (double t : o->targets) {
-          for (auto [name, lora, kv] : {std::tuple{"prune-only", false, false}, std::tuple{"koff-lora", true, false},
-                                        std::tuple{"koff-kv", false, true}, std::tuple{"koff", true, true}}) {
+        // Per seed: the adaptation baseline (memories on the dense model, no mask; it evaluates the
+        // dense model too), then at each target prune-only and the three KOFF variants.
+        struct Variant {
+          const char* dir;
+          bool learn_mask, lora, kv;
+        };
+        const Variant baselines[] = {{"dense-lora", false, true, false}, {"dense-kv", false, false, true},
+                                     {"dense-lora-kv", false, true, true}};
+        const Variant pruned[] = {{"prune-only", true, false, false}, {"koff-lora", true, true, false},
+                                  {"koff-kv", true, false, true}, {"koff", true, true, true}};
+        for (int64_t seed = 1; seed <= o->seeds; ++seed) {
+          std::vector<std::pair<Variant, double>> runs;
+          for (const Variant& v : baselines) runs.emplace_back(v, 0.0);
+          for (double t : o->targets)
+            for (const Variant& v : pruned) runs.emplace_back(v, t);
+          for (size_t i = 0; i < runs.size(); ++i) {
+            const auto& [v, t] = runs[i];
             OffloadJob job = o->base;
             job.model_dir = o->model;
             job.data_dir = o->data;
+            job.settings.seed = static_cast<uint64_t>(seed);
+            job.settings.learn_mask = v.learn_mask;
             job.settings.target = t;
-            job.settings.memory.lora = lora;
-            job.settings.memory.kv = kv;
-            job.out_dir = (fs::path(o->out) / fmt::format("{}-{:02.0f}", name, 100 * t)).string();
+            job.settings.memory.lora = v.lora;
+            job.settings.memory.kv = v.kv;
+            job.eval_dense = i == 0;
+            const std::string name = v.learn_mask ? fmt::format("{}-{:02.0f}", v.dir, 100 * t) : v.dir;
+            job.out_dir = (fs::path(o->out) / fmt::format("seed-{}", seed) / name).string();
             if (fs::exists(fs::path(job.out_dir) / "eval.json")) {
               progress.note(fmt::format("{}: done earlier", job.out_dir));
               continue;
             }
-            job.progress = progress_printer(progress, job.settings.log_every);
+            job.progress = progress_printer(progress, job.settings.log_every, control_label(job.settings));
             job.interrupt = interrupt;
             if (!koff::offload::run_offload(job)) {
               progress.note("interrupted: run `koff demo` again with the same --out to continue");

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 
 #include "engine/data/corpus.h"
 #include "engine/io/atomic_file.h"
@@ -21,7 +22,9 @@ namespace ag = autograd;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string variant_name(const MemoryConfig& m) {
+std::string variant_name(const OffloadSettings& s) {
+  const MemoryConfig& m = s.memory;
+  if (!s.learn_mask) return m.lora && m.kv ? "dense+LoRA+KV" : m.lora ? "dense+LoRA" : "dense+KV";
   if (m.lora && m.kv) return "KOFF";
   if (m.lora) return "KOFF-LoRA";
   if (m.kv) return "KOFF-KV";
@@ -33,6 +36,10 @@ void validate(const OffloadJob& job) {
   KOFF_CHECK(s.target >= 0 && s.target < 1, "--target must be in [0, 1), got {}", s.target);
   KOFF_CHECK(s.steps > 0 && s.batch > 0 && s.seq > 1, "--steps and --batch must be positive and --seq > 1");
   KOFF_CHECK(s.kd >= 0, "--kd must be >= 0, got {}", s.kd);
+  (void)sparsity_control_from_name(s.sparsity_control);
+  KOFF_CHECK(s.learn_mask || (s.target == 0 && s.has_memory()),
+             "--no-mask learns memories on the dense model: it needs --target 0 and LoRA or KV memories");
+  KOFF_CHECK(std::isfinite(s.penalty) && s.penalty >= 0, "--penalty must be finite and >= 0, got {}", s.penalty);
   KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random", "--kv-init must be text or random, got '{}'",
              s.memory.kv_init);
   KOFF_CHECK(job.save_dtype == "f32" || job.save_dtype == "bf16", "--save-dtype must be f32 or bf16");
@@ -132,7 +139,7 @@ bool run_offload(const OffloadJob& job) {
   validate(job);
   const OffloadSettings& s = job.settings;
   auto note = [&](const std::string& m) {
-    if (job.progress) job.progress({"", 0, 0, 0, 0, 0, 0, 0, 0, 0, m});
+    if (job.progress) job.progress(StepReport::note(m));
   };
   nn::Transformer base = nn::Transformer::load(job.model_dir, job.dtype);
   base.to(job.device);
@@ -150,10 +157,10 @@ bool run_offload(const OffloadJob& job) {
   const bool root = !job.comm || job.comm->is_root();
   if (root) fs::create_directories(out);
   json run = {{"model", fs::absolute(job.model_dir).string()}, {"data", fs::absolute(job.data_dir).string()},
-              {"domains", names}, {"settings", s.to_json()}, {"variant", variant_name(s.memory)},
+              {"domains", names}, {"settings", s.to_json()}, {"variant", variant_name(s)},
               {"eval_tokens", job.eval_tokens}, {"eval_seq", job.eval_seq}};
   if (root) io::write_file_atomic(out / "run.json", run.dump(2));
-  note(fmt::format("{}: {} on {} domains, target {:.0f}%, {} steps of {} x {} tokens", out.string(), variant_name(s.memory),
+  note(fmt::format("{}: {} on {} domains, target {:.0f}%, {} steps of {} x {} tokens", out.string(), variant_name(s),
                    names.size(), 100 * s.target, s.steps, s.batch, s.seq));
   if (job.comm && job.comm->world_size() > 1) {
     const int64_t W = job.comm->world_size(), fewest = s.batch / W, most = (s.batch + W - 1) / W;
@@ -194,7 +201,7 @@ bool run_offload(const OffloadJob& job) {
 
   // Export: compacted backbone, memories.
   json provenance = {{"source_model", fs::absolute(job.model_dir).string()}, {"target_sparsity", s.target},
-                     {"variant", variant_name(s.memory)}, {"settings", s.to_json()}};
+                     {"variant", variant_name(s)}, {"settings", s.to_json()}};
   nn::Transformer backbone = compact(base, mask, provenance);
   backbone.save((out / "backbone").string(), job.save_dtype == "bf16" ? DType::bf16 : DType::f32);
   io::write_file_atomic(out / "backbone" / "tokenizer.json", nn::tokenizer_json_text(job.model_dir));
@@ -212,32 +219,68 @@ bool run_offload(const OffloadJob& job) {
   note(fmt::format("exported {} ({} -> {} parameters; {:.2f}% of the prunable size removed)",
                    (out / "backbone").string(), base.num_parameters(), backbone.num_parameters(), 100 * mask.sparsity()));
 
-  json eval = {{"variant", variant_name(s.memory)}, {"target", s.target}, {"achieved", mask.sparsity()},
+  json eval = {{"variant", variant_name(s)}, {"target", s.target}, {"achieved", mask.sparsity()},
                {"removed_fraction_of_all", mask.removed / total_parameters(base.config())}, {"domains", names},
+               {"seed", s.seed}, {"control", trainer.control_summary().to_json()},
+               {"eval_seq", job.eval_seq}, {"eval_tokens", job.eval_tokens},
                {"parameters", {{"base", base.num_parameters()}, {"backbone", backbone.num_parameters()}}}};
+  // prune-only, binary: the same mask with every kept unit at 1 (no z_det scales folded in), so that
+  // "prune-only" is not also a learned per-unit rescaling.
+  std::optional<nn::Transformer> binary;
+  if (!s.has_memory()) {
+    FinalMask bin = mask;
+    for (auto* zs : {&bin.z_heads, &bin.z_neurons})
+      for (Tensor& z : *zs) {
+        z = z.clone();  // host f32
+        for (int64_t i = 0; i < z.numel(); ++i) z.data<float>()[i] = z.data<float>()[i] > 0 ? 1.0f : 0.0f;
+      }
+    binary = compact(base, bin, provenance);
+    binary->to(job.device);
+  }
   for (size_t d = 0; d < names.size(); ++d) {
-    json row = {{"dense", ppl(base, valid[d], job.eval_seq)}, {"backbone", ppl(saved, valid[d], job.eval_seq)}};
+    // Every row of a domain on the same windows: the report's bootstrap intervals are paired.
+    json row, nll;
+    auto measure = [&](const char* name, const nn::Transformer& m, const std::vector<nn::LayerHooks>* hooks) {
+      const nn::Perplexity p = nn::perplexity(m, valid[d], job.eval_seq, 0, hooks);
+      row[name] = p.ppl();
+      nll[name] = p.window_nll;
+      if (!eval.contains("window_tokens") || !eval["window_tokens"].contains(names[d]))
+        eval["window_tokens"][names[d]] = p.window_tokens;
+    };
+    if (job.eval_dense) measure("dense", base, nullptr);
+    if (s.learn_mask) measure("backbone", saved, nullptr);
     if (!memories.empty()) {
       auto hooks = memories[d].hooks();
-      row["memory"] = ppl(saved, valid[d], job.eval_seq, &hooks);
+      measure("memory", saved, &hooks);
     }
+    if (binary) measure("binary", *binary, nullptr);
     eval["ppl"][names[d]] = row;
-    note(fmt::format("  {:<8} dense {:8.2f} | backbone {:8.2f}{}", names[d], row["dense"].get<double>(),
-                     row["backbone"].get<double>(),
-                     row.contains("memory") ? fmt::format(" | + own memory {:8.2f}", row["memory"].get<double>()) : ""));
+    eval["nll"][names[d]] = nll;
+    std::string line = fmt::format("  {:<8}", names[d]);
+    for (auto [key, label] : {std::pair{"dense", "dense"}, std::pair{"backbone", "backbone"},
+                              std::pair{"binary", "binary mask"}, std::pair{"memory", "+ own memory"}})
+      if (row.contains(key)) line += fmt::format(" | {} {:8.2f}", label, row[key].get<double>());
+    note(line);
   }
-  if (!memories.empty() && s.memory.lora && s.memory.kv) {
-    json cross = json::array();  // cross[e][m]: valid split of domain e, memory of domain m
+  if (!memories.empty() && s.memory.lora && s.memory.kv && s.learn_mask) {
+    // cross[e][m]: valid split of domain e (its first cross_tokens), memory of domain m
+    json cross = json::array();
     for (size_t e = 0; e < names.size(); ++e) {
+      const std::vector<int32_t> part = head(valid[e], job.cross_tokens);
       json row = json::array();
       for (size_t m = 0; m < names.size(); ++m) {
         auto hooks = memories[m].hooks();
-        row.push_back(e == m ? eval["ppl"][names[e]]["memory"].get<double>() : ppl(saved, valid[e], job.eval_seq, &hooks));
+        row.push_back(ppl(saved, part, job.eval_seq, &hooks));
       }
       cross.push_back(row);
     }
     eval["cross"] = cross;
-    eval["lape"] = lape(base, valid, job.eval_seq, mask);
+    eval["cross_tokens"] = job.cross_tokens;
+  }
+  if (s.learn_mask) {
+    std::vector<std::vector<int32_t>> lape_valid;
+    for (const auto& v : valid) lape_valid.push_back(head(v, job.lape_tokens));
+    eval["lape"] = lape(base, lape_valid, job.eval_seq, mask);
   }
   io::write_file_atomic(out / "eval.json", eval.dump(2));
 

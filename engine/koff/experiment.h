@@ -21,8 +21,11 @@ namespace koff::offload {
 struct OffloadJob {
   std::string model_dir, data_dir, out_dir;
   OffloadSettings settings;
-  int64_t eval_tokens = 4096;  // per domain and evaluation (0 = the whole valid split)
-  int64_t eval_seq = 128;
+  int64_t eval_tokens = 16384;  // per domain and evaluation (0 = the whole valid split)
+  int64_t eval_seq = 256;
+  int64_t cross_tokens = 2048;  // per domain, for the D x D cross-memory matrix (D^2 evaluations)
+  int64_t lape_tokens = 8192;   // per language, for the LAPE activation statistics of the dense model
+  bool eval_dense = true;       // also evaluate the dense model (koff demo: once per seed)
   std::string save_dtype = "f32";  // backbone weights on disk: f32 or bf16
   const std::atomic<bool>* interrupt = nullptr;
   std::function<void(const StepReport&)> progress;
@@ -44,8 +47,9 @@ void validate(const OffloadJob& job);
 // Runs the job. Returns false when interrupted (resumable with the same command).
 bool run_offload(const OffloadJob& job);
 
-// The variant name of a memory configuration: prune-only, KOFF-LoRA, KOFF-KV, KOFF.
-std::string variant_name(const MemoryConfig& m);
+// The variant name of a run: prune-only, KOFF-LoRA, KOFF-KV, KOFF; without mask learning (the
+// adaptation baseline) dense+LoRA, dense+KV, dense+LoRA+KV.
+std::string variant_name(const OffloadSettings& s);
 
 // Builds <dir>/report.md (+ PNG plots when gnuplot is present) from the runs under dir (each a
 // sub-directory with eval.json) or from dir itself when it is a run. Returns the markdown table of

@@ -4,10 +4,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
+#include <optional>
+#include <set>
 #include <sstream>
 
 #include "engine/io/atomic_file.h"
 #include "engine/koff/experiment.h"
+#include "engine/koff/statistics.h"
 
 namespace koff::offload {
 
@@ -42,6 +46,23 @@ void gnuplot(const fs::path& script) {
 
 }  // namespace
 
+namespace {
+
+// One row of the section-8 table, pooled over seeds: per seed, the windows of every domain
+// concatenated (domain order of the runs).
+struct Row {
+  std::string name, target, achieved, group;
+  SeedWindowNll nll;                             // [seed][window of all domains]
+  std::vector<std::vector<double>> domain_ppl;   // [domain][seed]
+};
+
+std::string fmt_interval(const BootstrapInterval& b) { return fmt::format("{:.2f} [{:.2f}, {:.2f}]", b.estimate, b.lower, b.upper); }
+std::string fmt_ratio(const BootstrapInterval& b) {
+  return fmt::format("{:.3f} [{:.3f}, {:.3f}]{}", b.estimate, b.lower, b.upper, b.significant ? " *" : "");
+}
+
+}  // namespace
+
 std::string write_report(const std::string& dir_str) {
   const fs::path dir(dir_str);
   KOFF_CHECK(fs::is_directory(dir), "{} is not a directory", dir_str);
@@ -49,49 +70,241 @@ std::string write_report(const std::string& dir_str) {
   auto add = [&](const fs::path& d) {
     if (fs::exists(d / "eval.json")) runs.push_back({d, read_json(d / "eval.json"), read_json(d / "run.json")});
   };
+  // A run, a directory of runs, or a directory of seed-N directories of runs (koff demo --seeds).
   add(dir);
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory()) add(e.path());
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (!e.is_directory()) continue;
+    add(e.path());
+    for (const auto& f : fs::directory_iterator(e.path()))
+      if (f.is_directory() && !fs::exists(e.path() / "eval.json")) add(f.path());
+  }
   KOFF_CHECK(!runs.empty(), "{}: no finished run (a run directory has eval.json; run koff offload first)", dir_str);
   std::sort(runs.begin(), runs.end(), [](const Run& a, const Run& b) { return a.dir < b.dir; });
   const std::vector<std::string> domains = runs[0].eval.at("domains").get<std::vector<std::string>>();
+  const bool windows = runs[0].eval.contains("nll");  // per-window figures (older runs have ppl only)
+
+  // The windows of every domain, concatenated: tokens and domain (stratum) per window.
+  std::vector<double> tokens;
+  std::vector<int64_t> strata;
+  if (windows)
+    for (size_t d = 0; d < domains.size(); ++d)
+      for (const auto& t : runs[0].eval.at("window_tokens").at(domains[d])) {
+        tokens.push_back(t.get<double>());
+        strata.push_back(static_cast<int64_t>(d));
+      }
+
+  // Runs by (variant, target), each with its seeds.
+  std::map<std::pair<std::string, double>, std::vector<const Run*>> groups;
+  std::set<int64_t> seeds;
+  for (const Run& r : runs) {
+    groups[{r.eval.at("variant").get<std::string>(), r.eval.at("target").get<double>()}].push_back(&r);
+    seeds.insert(r.eval.value("seed", int64_t{1}));
+  }
+  std::set<double> targets;
+  for (const auto& [key, v] : groups)
+    if (key.second > 0) targets.insert(key.second);
+
+  // A row from the eval key `what` of the runs of a group.
+  auto make_row = [&](const std::string& name, const std::vector<const Run*>& rs, const std::string& what,
+                      const std::string& group) -> std::optional<Row> {
+    Row row;
+    row.name = name, row.group = group;
+    row.domain_ppl.resize(domains.size());
+    double achieved = 0;
+    for (const Run* r : rs) {
+      const json& e = r->eval;
+      if (!e["ppl"][domains[0]].contains(what)) continue;
+      std::vector<double> all;
+      for (size_t d = 0; d < domains.size(); ++d) {
+        row.domain_ppl[d].push_back(e["ppl"][domains[d]][what].get<double>());
+        if (windows)
+          for (const auto& x : e["nll"][domains[d]][what]) all.push_back(x.get<double>());
+      }
+      if (windows) row.nll.push_back(all);
+      achieved += e.at("achieved").get<double>();
+      row.target = pct(e.at("target").get<double>());
+    }
+    if (row.domain_ppl[0].empty()) return std::nullopt;
+    row.achieved = fmt::format("{:.1f}%", 100 * achieved / static_cast<double>(row.domain_ppl[0].size()));
+    return row;
+  };
+  std::vector<Row> rows;
+  auto push = [&](std::optional<Row> r) {
+    if (r) rows.push_back(std::move(*r));
+  };
+  // dense: deterministic; the first run that evaluated it.
+  for (const Run& r : runs)
+    if (r.eval["ppl"][domains[0]].contains("dense")) {
+      push(make_row("dense", {&r}, "dense", "dense"));
+      rows.back().target = "0%", rows.back().achieved = "0%";
+      break;
+    }
+  for (const char* v : {"dense+LoRA", "dense+KV", "dense+LoRA+KV"})
+    if (groups.count({v, 0.0})) push(make_row(v, groups[{v, 0.0}], "memory", "adaptation"));
+  for (double t : targets) {
+    const std::string g = pct(t);
+    if (groups.count({"prune-only", t})) {
+      push(make_row("prune-only, binary mask", groups[{"prune-only", t}], "binary", g));
+      push(make_row("prune-only", groups[{"prune-only", t}], "backbone", g));
+    }
+    for (const char* v : {"KOFF-LoRA", "KOFF-KV", "KOFF"}) {
+      if (!groups.count({v, t})) continue;
+      push(make_row(fmt::format("{} backbone alone", v), groups[{v, t}], "backbone", g));
+      push(make_row(v, groups[{v, t}], "memory", g));
+    }
+  }
+  auto find_row = [&](const std::string& name, const std::string& group) -> const Row* {
+    for (const Row& r : rows)
+      if (r.name == name && (r.group == group || group.empty())) return &r;
+    return nullptr;
+  };
+  const Row* dense = find_row("dense", "dense");
+  BootstrapOptions bo;
+  auto ratio = [&](const Row& a, const Row& b) { return bootstrap_perplexity_ratio(a.nll, b.nll, tokens, bo, strata); };
 
   std::ostringstream md, table;
-  md << "# Knowledge offloading report\n\nRuns under `" << dir_str << "`. Held-out perplexity per domain (lower is "
-     << "better), evaluated through the exported backbone with each domain's exported memory attached.\n\n";
+  md << "# Knowledge offloading report\n\nRuns under `" << dir_str << "`: " << seeds.size() << " seed(s). Held-out "
+     << "perplexity per domain (lower is better), evaluated through the exported backbone";
+  if (windows)
+    md << fmt::format(" on {} windows of up to {} tokens ({} tokens in all)", tokens.size(),
+                      runs[0].eval.value("eval_seq", int64_t{0}),
+                      static_cast<int64_t>(std::accumulate(tokens.begin(), tokens.end(), 0.0)));
+  md << ".\n\n";
   // --- section 8 table ---
   table << "| row | target | achieved |";
   for (const auto& d : domains) table << " " << d << " |";
-  table << " mean |\n|---|---|---|";
-  for (size_t i = 0; i <= domains.size(); ++i) table << "---|";
+  table << (windows ? " all [95% CI] | vs dense [95% CI] |\n" : " mean |\n") << "|---|---|---|";
+  for (size_t i = 0; i < domains.size() + (windows ? 2 : 1); ++i) table << "---|";
   table << "\n";
-  auto row = [&](const std::string& name, const std::string& target, const std::string& achieved,
-                 const std::function<double(const std::string&)>& value) {
-    table << "| " << name << " | " << target << " | " << achieved << " |";
+  for (const Row& r : rows) {
+    table << "| " << r.name << " | " << r.target << " | " << r.achieved << " |";
     double sum = 0;
-    for (const auto& d : domains) {
-      double v = value(d);
+    for (size_t d = 0; d < domains.size(); ++d) {
+      // Per domain: the perplexity of the seeds' pooled nll (the geometric mean of their perplexities).
+      double log_sum = 0;
+      for (double p : r.domain_ppl[d]) log_sum += std::log(p);
+      const double v = std::exp(log_sum / static_cast<double>(r.domain_ppl[d].size()));
       sum += v;
       table << fmt::format(" {:.2f} |", v);
     }
-    table << fmt::format(" {:.2f} |\n", sum / static_cast<double>(domains.size()));
-  };
-  row("dense", "0%", "0%", [&](const std::string& d) { return runs[0].eval["ppl"][d]["dense"].get<double>(); });
-  std::map<double, std::map<std::string, const Run*>> by_target;
-  for (const Run& r : runs) by_target[r.eval.at("target").get<double>()][r.eval.at("variant").get<std::string>()] = &r;
-  for (const auto& [target, variants] : by_target)
-    for (const char* v : {"prune-only", "KOFF-LoRA", "KOFF-KV", "KOFF"}) {
-      auto it = variants.find(v);
-      if (it == variants.end()) continue;
-      const json& e = it->second->eval;
-      row(v, pct(target), fmt::format("{:.1f}%", 100 * e.at("achieved").get<double>()), [&](const std::string& d) {
-        return e["ppl"][d].contains("memory") ? e["ppl"][d]["memory"].get<double>() : e["ppl"][d]["backbone"].get<double>();
-      });
+    if (windows) {
+      table << " " << fmt_interval(bootstrap_perplexity(r.nll, tokens, bo, strata)) << " | "
+            << (dense && &r != dense ? fmt_ratio(ratio(r, *dense)) : std::string("")) << " |\n";
+    } else {
+      table << fmt::format(" {:.2f} |\n", sum / static_cast<double>(domains.size()));
     }
+  }
   md << "## Perplexity (KOFF_METHOD.md section 8)\n\n" << table.str() << "\n";
-  md << "Every row at a target had the same step budget. prune-only: mask learned without memories. KOFF-LoRA / "
-        "KOFF-KV / KOFF: mask learned jointly with LoRA, KV memories, or both; each domain evaluated with its own "
-        "memory.\n\n";
+  md << "Rows: **dense** the base model; **dense+LoRA / +KV / +LoRA+KV** memories trained the same steps on the "
+        "unpruned model (the adaptation baseline); **prune-only** the mask learned without memories, with its kept "
+        "units' z_det folded in as scales, and **binary mask** the same mask with kept units at 1; **KOFF-LoRA / "
+        "KOFF-KV / KOFF** the mask learned jointly with the memories, each domain with its own memory, and each "
+        "pruned backbone also **alone** (no memory). Domain columns: perplexity (over seeds, the geometric mean). ";
+  if (windows)
+    md << "**all**: perplexity over every token of every domain, with a 95% interval from a paired bootstrap over "
+          "seeds and windows (windows resampled within domains; engine/koff/statistics.h). **vs dense**: the ratio "
+          "of perplexities, `*` where its interval excludes 1.";
+  md << "\n\n";
+
+  // --- the paper's claims, from these measurements ---
+  if (windows && dense) {
+    md << "## The paper's claims, here\n\nA verdict needs the 95% interval: *holds* / *does not hold* when the "
+          "interval is on one side, *not significant* when it straddles the threshold.\n\n";
+    auto verdict_below = [](const BootstrapInterval& b, double threshold) {  // "a <= threshold * b"
+      return b.upper <= threshold ? "holds" : b.lower > threshold ? "does not hold" : "not significant";
+    };
+    for (double t : targets) {
+      const std::string g = pct(t);
+      md << "### Target " << g << "\n\n";
+      if (const Row* k = find_row("KOFF", g)) {
+        const BootstrapInterval b = ratio(*k, *dense);
+        md << fmt::format("- KOFF close to dense (within 5%): KOFF / dense = {} — **{}**.\n", fmt_ratio(b),
+                          verdict_below(b, 1.05));
+        if (const Row* a = find_row("dense+LoRA+KV", "adaptation"))
+          md << fmt::format("  KOFF / dense+LoRA+KV (the same memories without pruning) = {}.\n", fmt_ratio(ratio(*k, *a)));
+      }
+      const Row* p = find_row("prune-only", g);
+      const Row* pb = find_row("prune-only, binary mask", g);
+      if (const Row* k = find_row("KOFF", g); p && k) {
+        const BootstrapInterval b = ratio(*k, *p);
+        md << fmt::format("- Prune-only clearly worse than KOFF: KOFF / prune-only = {} — **{}**; prune-only / dense "
+                          "= {}{}.\n",
+                          fmt_ratio(b), verdict_below(b, 1.0), fmt_ratio(ratio(*p, *dense)),
+                          pb ? fmt::format(", binary mask / dense = {}", fmt_ratio(ratio(*pb, *dense))) : "");
+      }
+      const Row* k = find_row("KOFF", g);
+      const Row* kl = find_row("KOFF-LoRA", g);
+      const Row* kk = find_row("KOFF-KV", g);
+      if (k && kl && kk) {
+        const BootstrapInterval a = ratio(*k, *kl), b = ratio(*k, *kk);
+        const char* v = a.upper < 1 && b.upper < 1 ? "holds" : a.lower > 1 || b.lower > 1 ? "does not hold" : "not significant";
+        md << fmt::format("- LoRA and KV complementary (both beat either alone): KOFF / KOFF-LoRA = {}, KOFF / KOFF-KV "
+                          "= {} — **{}**.\n",
+                          fmt_ratio(a), fmt_ratio(b), v);
+      }
+      // LAPE: strata = layer x seed.
+      for (const char* v : {"KOFF", "prune-only"}) {
+        if (!groups.count({v, t})) continue;
+        std::vector<RemovalTable> tables;
+        for (const Run* r : groups[{v, t}]) {
+          if (!r->eval.contains("lape")) continue;
+          for (const json& x : r->eval["lape"]["layers"]) {
+            const int64_t st = x["specific"], sr = x["specific_removed"], ot = x["other"], orem = x["other_removed"];
+            tables.push_back({sr, st - sr, orem, ot - orem});
+          }
+        }
+        if (tables.empty()) continue;
+        const CmhResult c = cochran_mantel_haenszel(tables);
+        const char* verdict = !(c.p_value < 0.05) ? "not significant"
+                              : c.odds_ratio > 1  ? "holds"
+                                                  : "does not hold (the opposite: specific neurons are kept)";
+        md << fmt::format("- Language-specific neurons pruned preferentially ({} mask): removed {:.1f}% of "
+                          "language-specific neurons vs {:.1f}% of the others; Mantel-Haenszel odds ratio {:.2f}, "
+                          "CMH p = {:.3g} over {} layer x seed strata{}.\n",
+                          v, 100 * c.specific_removal_rate, 100 * c.other_removal_rate, c.odds_ratio, c.p_value,
+                          c.strata, std::string(v) == "KOFF" ? fmt::format(" — **{}**", verdict) : "");
+      }
+      md << "\n";
+    }
+  }
+
+  // --- what the sparsity control did ---
+  md << "## Sparsity control\n\nPer run (mean over seeds): the expected sparsity s_hat at the end against the "
+        "target, the share the gates close by themselves (z_det = 0), the undecided share (p_open in (0.1, 0.9)), "
+        "the largest |s_hat - t| after the ramp, and the share of the prunable size that the exact-target final "
+        "mask removed although the gates held it open (p_open >= 0.5): what the final sort decided instead of "
+        "the gates.\n\n| run | control | target | s_hat at end | hard | undecided | max abs(s_hat - t) after ramp | "
+        "final-mask override |\n|---|---|---|---|---|---|---|---|\n";
+  for (const auto& [key, rs] : groups) {
+    if (key.second <= 0) continue;
+    double sh = 0, hard = 0, und = 0, over = 0, err = 0;
+    std::string control;
+    int n = 0;
+    for (const Run* r : rs) {
+      if (!r->eval.contains("control")) continue;
+      const json& c = r->eval["control"];
+      control = c["control"].get<std::string>();
+      sh += c["expected_sparsity"].get<double>(), hard += c["hard_sparsity"].get<double>();
+      und += c["undecided"].get<double>(), over += c["final_mask_override"].get<double>();
+      // the tracking error after the ramp, from metrics.jsonl
+      const OffloadSettings st = OffloadSettings::from_json(r->run.at("settings"));
+      const double ramp = ramp_steps(st.control());
+      std::ifstream in(r->dir / "metrics.jsonl");
+      double worst = 0;
+      for (std::string line; std::getline(in, line);) {
+        const json j = json::parse(line);
+        if (j.value("phase", std::string()) == "mask" && j.contains("expected_sparsity") &&
+            j["step"].get<double>() > ramp)
+          worst = std::max(worst, std::abs(j["expected_sparsity"].get<double>() - j["target"].get<double>()));
+      }
+      err += worst;
+      ++n;
+    }
+    if (n == 0) continue;
+    md << fmt::format("| {} | {} | {} | {:.4f} | {:.4f} | {:.4f} | {:.4f} | {:.4f} |\n", key.first, control,
+                      pct(key.second), sh / n, hard / n, und / n, err / n, over / n);
+  }
+  md << "\n";
 
   // --- details per run ---
   md << "## Runs\n\n| run | variant | target | achieved | removed of all parameters | backbone parameters |\n|---|---|---|---|---|---|\n";
@@ -106,41 +319,49 @@ std::string write_report(const std::string& dir_str) {
   const fs::path pdir = dir / "plots";
   if (plots) fs::create_directories(pdir);
 
-  // --- cross matrix and LAPE of each KOFF run ---
-  for (const auto& [target, variants] : by_target) {
-    auto it = variants.find("KOFF");
-    if (it == variants.end() || !it->second->eval.contains("cross")) continue;
-    const json& e = it->second->eval;
-    md << "## Cross-memory matrix, KOFF at " << pct(target) << "\n\nRow: the domain evaluated; column: the memory "
-       << "attached. The diagonal is each domain with its own memory.\n\n| valid \\ memory |";
+  // --- cross matrix of each KOFF run group (the seeds' geometric mean) ---
+  for (double target : targets) {
+    auto it = groups.find({"KOFF", target});
+    if (it == groups.end() || !it->second.front()->eval.contains("cross")) continue;
+    const size_t D = domains.size();
+    std::vector<std::vector<double>> cross(D, std::vector<double>(D, 0.0));
+    for (const Run* r : it->second)
+      for (size_t a = 0; a < D; ++a)
+        for (size_t b = 0; b < D; ++b) cross[a][b] += std::log(r->eval["cross"][a][b].get<double>()) / it->second.size();
+    for (auto& row : cross)
+      for (double& v : row) v = std::exp(v);
+    const json& e = it->second.front()->eval;
+    md << "## Cross-memory matrix, KOFF at " << pct(target) << "\n\nRow: the domain evaluated (its first "
+       << e.value("cross_tokens", int64_t{0}) << " valid tokens); column: the memory attached. The diagonal is each "
+       << "domain with its own memory.\n\n| valid \\ memory |";
     for (const auto& d : domains) md << " " << d << " |";
     md << "\n|---|";
-    for (size_t i = 0; i < domains.size(); ++i) md << "---|";
+    for (size_t i = 0; i < D; ++i) md << "---|";
     md << "\n";
     int diagonal_best = 0;
-    for (size_t a = 0; a < domains.size(); ++a) {
+    for (size_t a = 0; a < D; ++a) {
       md << "| " << domains[a] << " |";
       double best = 1e300;
       size_t arg = 0;
-      for (size_t b = 0; b < domains.size(); ++b) {
-        double v = e["cross"][a][b].get<double>();
+      for (size_t b = 0; b < D; ++b) {
+        const double v = cross[a][b];
         if (v < best) best = v, arg = b;
         md << (a == b ? fmt::format(" **{:.2f}** |", v) : fmt::format(" {:.2f} |", v));
       }
       diagonal_best += arg == a;
       md << "\n";
     }
-    md << fmt::format("\nThe own memory is the best one for {} of {} domains.\n\n", diagonal_best, domains.size());
+    md << fmt::format("\nThe own memory is the best one for {} of {} domains.\n\n", diagonal_best, D);
     if (plots) {
       const fs::path dat = pdir / fmt::format("cross_{:.0f}.dat", 100 * target);
       std::ofstream f(dat);
-      for (size_t a = 0; a < domains.size(); ++a)
-        for (size_t b = 0; b < domains.size(); ++b) f << b << " " << a << " " << e["cross"][a][b].get<double>() << "\n";
+      for (size_t a = 0; a < D; ++a)
+        for (size_t b = 0; b < D; ++b) f << b << " " << a << " " << cross[a][b] << "\n";
       f.close();
       const fs::path gp = pdir / fmt::format("cross_{:.0f}.gp", 100 * target);
       std::ofstream g(gp);
       std::string tics;
-      for (size_t i = 0; i < domains.size(); ++i) tics += fmt::format("{}\"{}\" {}", i ? ", " : "", domains[i], i);
+      for (size_t i = 0; i < D; ++i) tics += fmt::format("{}\"{}\" {}", i ? ", " : "", domains[i], i);
       g << "set terminal pngcairo size 640,560\nset output '" << (pdir / fmt::format("cross_{:.0f}.png", 100 * target)).string()
         << "'\nset title 'valid perplexity: domain (row) with memory (column), KOFF " << pct(target)
         << "'\nset xtics (" << tics << ")\nset ytics (" << tics << ")\nset yrange [] reverse\nset view map\n"
@@ -149,9 +370,11 @@ std::string write_report(const std::string& dir_str) {
       gnuplot(gp);
       md << fmt::format("![cross matrix](plots/cross_{:.0f}.png)\n\n", 100 * target);
     }
+    // LAPE per layer, first seed
     if (e.contains("lape")) {
       const json& l = e["lape"];
-      md << "## Language-specific neurons (LAPE, KOFF_METHOD.md section 9), KOFF at " << pct(target) << "\n\n"
+      md << "## Language-specific neurons per layer (LAPE, KOFF_METHOD.md section 9), KOFF at " << pct(target)
+         << ", first seed\n\n"
          << fmt::format("{} language-specific neurons (lowest entropy among those above the 95th percentile of "
                         "activation probability {:.3f}); the mask removed **{:.1f}%** of them, against **{:.1f}%** of "
                         "the {} other neurons.\n\n| layer | specific | specific removed | other | other removed |\n|---|---|---|---|---|\n",
@@ -168,33 +391,46 @@ std::string write_report(const std::string& dir_str) {
 
   // --- curves and per-layer widths ---
   if (plots) {
+    {  // curves
     const fs::path gp = pdir / "curves.gp";
     std::ofstream g(gp);
-    g << "set terminal pngcairo size 1000,420\nset output '" << (pdir / "curves.png").string() << "'\n"
-      << "set multiplot layout 1,2\nset xlabel 'step'\nset key outside bottom center horizontal font ',8'\n"
-      << "set title 'expected sparsity (dashed: target ramp)'\nplot ";
+    g << "set terminal pngcairo size 1400,420\nset output '" << (pdir / "curves.png").string() << "'\n"
+      << "set multiplot layout 1,3\nset xlabel 'step'\nset key outside bottom center horizontal font ',8'\n"
+      << "set title 'expected sparsity s_hat (dashed: the target t of the step)'\nplot ";
     std::string loss_plot = "set title 'training loss'\nplot ";
+    std::string gate_plot = "set title 'hard sparsity (solid) and undecided share (dotted)'\nplot ";
+    int n = 0;
     for (size_t i = 0; i < runs.size(); ++i) {
       const fs::path m = runs[i].dir / "metrics.jsonl";
-      if (!fs::exists(m)) continue;
+      if (!fs::exists(m) || runs[i].eval.value("seed", int64_t{1}) != *seeds.begin()) continue;
       const fs::path dat = pdir / fmt::format("metrics_{}.dat", i);
       std::ifstream in(m);
       std::ofstream out(dat);
       std::string line;
+      bool any = false;
       while (std::getline(in, line)) {
         json j = json::parse(line);
-        if (j.value("phase", std::string()) != "mask") continue;
+        if (j.value("phase", std::string()) != "mask" || !j.contains("expected_sparsity")) continue;
         out << j["step"].get<int64_t>() << " " << j["expected_sparsity"].get<double>() << " " << j["target"].get<double>()
-            << " " << j["loss"].get<double>() << "\n";
+            << " " << j["loss"].get<double>() << " " << j.value("hard_sparsity", 0.0) << " " << j.value("undecided", 0.0)
+            << "\n";
+        any = true;
       }
+      if (!any) continue;
       const std::string name = fs::relative(runs[i].dir, dir).string();
-      g << (i ? ", " : "") << "'" << dat.string() << "' using 1:2 with lines title '" << name << "', '' using 1:3 with lines dt 2 notitle";
-      loss_plot += fmt::format("{}'{}' using 1:4 with lines title '{}'", i ? ", " : "", dat.string(), name);
+      g << (n ? ", " : "") << "'" << dat.string() << "' using 1:2 with lines lc " << n + 1 << " title '" << name
+        << "', '' using 1:3 with lines dt 2 lc " << n + 1 << " notitle";
+      loss_plot += fmt::format("{}'{}' using 1:4 with lines lc {} title '{}'", n ? ", " : "", dat.string(), n + 1, name);
+      gate_plot += fmt::format("{}'{}' using 1:5 with lines lc {} title '{}', '' using 1:6 with lines dt 3 lc {} notitle",
+                               n ? ", " : "", dat.string(), n + 1, name, n + 1);
+      ++n;
     }
-    g << "\n" << loss_plot << "\nunset multiplot\n";
+    if (n == 0) g << "0 notitle";
+    g << "\n" << loss_plot << (n ? "" : "0 notitle") << "\n" << gate_plot << (n ? "" : "0 notitle") << "\nunset multiplot\n";
     g.close();
     gnuplot(gp);
-    md << "## Training curves\n\n![curves](plots/curves.png)\n\n";
+    md << "## Training curves (first seed)\n\n![curves](plots/curves.png)\n\n";
+    }
     // per-layer kept heads and neurons of the KOFF runs
     const fs::path lg = pdir / "layers.gp";
     std::ofstream h(lg);

@@ -17,10 +17,11 @@ using nlohmann::json;
 
 json OffloadSettings::to_json() const {
   return {{"target", target}, {"steps", steps}, {"batch", batch}, {"seq", seq}, {"accum", accum},
-          {"warmup_frac", warmup_frac}, {"lr_gates", lr_gates}, {"lr_lambda", lr_lambda}, {"lr_memory", lr_memory},
-          {"memory_warmup_frac", memory_warmup_frac}, {"init_log_alpha", init_log_alpha}, {"kd", kd}, {"seed", seed},
-          {"log_every", log_every}, {"checkpoint_every", checkpoint_every}, {"recovery_steps", recovery_steps},
-          {"memory", memory.to_json()}};
+          {"warmup_frac", warmup_frac}, {"sparsity_control", sparsity_control}, {"penalty", penalty},
+          {"clamp_log_alpha", clamp_log_alpha}, {"learn_mask", learn_mask}, {"lr_gates", lr_gates},
+          {"lr_lambda", lr_lambda}, {"lr_memory", lr_memory}, {"memory_warmup_frac", memory_warmup_frac},
+          {"init_log_alpha", init_log_alpha}, {"kd", kd}, {"seed", seed}, {"log_every", log_every},
+          {"checkpoint_every", checkpoint_every}, {"recovery_steps", recovery_steps}, {"memory", memory.to_json()}};
 }
 
 OffloadSettings OffloadSettings::from_json(const json& j) {
@@ -29,12 +30,27 @@ OffloadSettings OffloadSettings::from_json(const json& j) {
     if (j.contains(k)) v = j.at(k).get<std::remove_reference_t<decltype(v)>>();
   };
   get("target", s.target), get("steps", s.steps), get("batch", s.batch), get("seq", s.seq), get("accum", s.accum);
-  get("warmup_frac", s.warmup_frac), get("lr_gates", s.lr_gates), get("lr_lambda", s.lr_lambda);
+  get("warmup_frac", s.warmup_frac), get("sparsity_control", s.sparsity_control), get("penalty", s.penalty);
+  get("clamp_log_alpha", s.clamp_log_alpha), get("learn_mask", s.learn_mask);
+  get("lr_gates", s.lr_gates), get("lr_lambda", s.lr_lambda);
   get("lr_memory", s.lr_memory), get("memory_warmup_frac", s.memory_warmup_frac);
   get("init_log_alpha", s.init_log_alpha), get("kd", s.kd), get("seed", s.seed), get("log_every", s.log_every);
   get("checkpoint_every", s.checkpoint_every), get("recovery_steps", s.recovery_steps);
   if (j.contains("memory")) s.memory = MemoryConfig::from_json(j.at("memory"));
   return s;
+}
+
+ControlSettings OffloadSettings::control() const {
+  ControlSettings c;
+  c.mode = sparsity_control_from_name(sparsity_control);
+  c.target = target, c.steps = steps, c.warmup_frac = warmup_frac, c.clamp = clamp_log_alpha;
+  c.lr_lambda = lr_lambda, c.penalty = penalty;
+  return c;
+}
+
+json ControlSummary::to_json() const {
+  return {{"control", mode}, {"target", target}, {"expected_sparsity", end.expected_sparsity},
+          {"hard_sparsity", end.hard_sparsity}, {"undecided", end.undecided}, {"final_mask_override", mask_override}};
 }
 
 OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::string> domains,
@@ -55,12 +71,11 @@ OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::str
   KOFF_CHECK(!(comm_ && comm_->world_size() > 1 && !base.device().is_cpu()),
              "data-parallel training runs on CPU ranks: GPU ranks need the NCCL communicator "
              "(cuda/nccl_communicator.h), which koff offload does not wire in yet");
+  KOFF_CHECK(s.learn_mask || (s.target == 0 && s.has_memory()),
+             "without mask learning (the adaptation baseline) the target must be 0 and some memory learned");
   gates_ = HardConcreteGates(unit_costs(base.config()), s.init_log_alpha, trainable_dtype(), base.device());
-  lambda1_ = ag::Variable(Tensor::zeros({}, trainable_dtype(), base.device()), true, "lambda1");
-  lambda2_ = ag::Variable(Tensor::zeros({}, trainable_dtype(), base.device()), true, "lambda2");
-  opt_.add_group("gates", gates_.parameters(), {s.lr_gates, 0.9, 0.999, 1e-8, 0.0});
-  // Gradient ascent on the multipliers: a negative learning rate.
-  opt_.add_group("lambda", {lambda1_, lambda2_}, {-s.lr_lambda, 0.9, 0.999, 1e-8, 0.0});
+  controller_ = SparsityController(s.control(), &gates_);
+  if (s.learn_mask) opt_.add_group("gates", gates_.parameters(), {s.lr_gates, 0.9, 0.999, 1e-8, 0.0});
   if (s.has_memory()) {
     bank_ = std::make_unique<MemoryBank>(base, s.memory, domains_, s.seed);
     if (s.memory.kv && s.memory.kv_init == "text") bank_->init_kv_from_text(base, streams_, s.seed);
@@ -75,9 +90,10 @@ OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::str
     KOFF_CHECK(s.batch >= comm_->world_size(),
                "--batch {} is the global batch and must give each of the {} ranks at least one sequence", s.batch,
                comm_->world_size());
-    // The data-term gradients are summed over ranks; the lambdas only get the Lagrangian's (the same
-    // on every rank), so they are not reduced.
-    std::vector<ag::Variable> reduced = gates_.parameters(), mem;
+    // The data-term gradients are summed over ranks; the control acts after the sum, the same on
+    // every rank.
+    std::vector<ag::Variable> reduced, mem;
+    if (s.learn_mask) reduced = gates_.parameters();
     if (bank_) {
       mem = bank_->lora_parameters();
       for (auto& v : bank_->kv_parameters()) mem.push_back(v);
@@ -110,6 +126,8 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
     HardConcreteGates::Sample z;
     if (recovery) {
       z = {fixed_heads_, fixed_neurons_};
+    } else if (!s.learn_mask) {
+      // The adaptation baseline: no gates at all (z = 1 everywhere).
     } else {
       z = gates_.sample(s.seed, step);  // f32, cast to the compute dtype (the cast's backward casts back)
       for (auto& v : z.heads) v = ag::cast(v, base_.dtype());
@@ -132,7 +150,7 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
     }
     std::vector<nn::LayerHooks> hooks;
     if (bank_) {
-      hooks = bank_->hooks(domain_ids, &z.heads, &z.neurons);
+      hooks = z.heads.empty() ? bank_->hooks(domain_ids) : bank_->hooks(domain_ids, &z.heads, &z.neurons);
     } else {
       hooks.resize(z.heads.size());
       for (size_t l = 0; l < hooks.size(); ++l) hooks[l].head_gate = z.heads[l], hooks[l].neuron_gate = z.neurons[l];
@@ -172,16 +190,19 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
              recovery ? "recovery" : "training", loss_sum, step, run_dir_);
 
   if (!recovery) {
-    // Sparsity control: lambda1 (s_hat - t) + lambda2 (s_hat - t)^2, t on its linear ramp.
-    const double ramp = std::max(1.0, s.warmup_frac * static_cast<double>(s.steps));
-    const double t = s.target * std::min(1.0, static_cast<double>(step) / ramp);
-    ag::Variable s_hat = gates_.expected_sparsity();
-    ag::Variable diff = ag::sub(s_hat, ag::Variable(Tensor::full({}, t, s_hat.dtype(), s_hat.data().device())));
-    ag::Variable lag = ag::add(ag::mul(lambda1_, diff), ag::mul(lambda2_, ag::mul(diff, diff)));
-    lag.backward();
-    if (s_hat_out) *s_hat_out = s_hat.data().item();
-    opt_.step({1.0, 1.0, memory_lr_scale(step, s.steps)});
+    // Sparsity control (engine/koff/sparsity_control.h) around the optimiser step of log_alpha.
+    if (s.learn_mask) controller_.begin_step(step);
+    std::vector<double> scales;
+    if (s.learn_mask) scales.push_back(1.0);
+    scales.push_back(memory_lr_scale(step, s.steps));
+    opt_.step(scales);
     opt_.zero_grad();
+    if (s.learn_mask) {
+      controller_.end_step();
+      last_.target = controller_.target(), last_.multiplier = controller_.multiplier();
+      last_.gates = controller_.figures();
+      if (s_hat_out) *s_hat_out = last_.gates.expected_sparsity;
+    }
   } else {
     recovery_opt_.step({memory_lr_scale(step - s.steps, s.recovery_steps)});
     recovery_opt_.zero_grad();
@@ -195,8 +216,7 @@ void OffloadTrainer::save_checkpoint(int64_t step, const std::string& phase) {
   io::NamedTensors t;  // host copies of device tensors
   auto add = [&t](std::string name, const Tensor& v) { t.emplace_back(std::move(name), v.to(Device::cpu())); };
   for (const auto& v : gates_.parameters()) add(v.name(), v.data());
-  add("lambda1", lambda1_.data());
-  add("lambda2", lambda2_.data());
+  add("lambda1", Tensor::full({}, controller_.lambda1(), DType::f64));  // the ascent runs in double
   if (bank_)
     for (auto& [n, v] : bank_->state()) add(n, v);
   for (auto& [n, v] : opt_.state()) add("adam." + n, v);
@@ -231,8 +251,7 @@ bool OffloadTrainer::load_checkpoint(int64_t* step, std::string* phase) {
   io::SafetensorsFile f(dir / "state.safetensors");
   const DType dt = trainable_dtype();
   for (auto v : gates_.parameters()) v.mutable_data().copy_(f.load(v.name(), dt));
-  lambda1_.mutable_data().copy_(f.load("lambda1", dt));
-  lambda2_.mutable_data().copy_(f.load("lambda2", dt));
+  controller_.set_lambda1(f.load("lambda1", DType::f64).item());
   if (bank_) bank_->load_state([&](const std::string& n) { return f.load(n, dt); });
   opt_.load_state([&](const std::string& n) { return f.load("adam." + n, dt); }, st.at("optimizer_steps"));
   recovery_opt_.load_state([&](const std::string& n) { return f.load("adam_recovery." + n, dt); },
@@ -254,7 +273,7 @@ void OffloadTrainer::check_replicas_agree(int64_t step) {
     for (size_t i = 0; i < c.nbytes(); ++i) h = (h ^ p[i]) * 1099511628211ull;
   };
   for (const auto& v : gates_.parameters()) mix(v.data());
-  mix(lambda1_.data()), mix(lambda2_.data());
+  mix(Tensor::full({}, controller_.lambda1(), DType::f64));
   if (bank_)
     for (auto& [n, v] : bank_->state()) mix(v);
   uint64_t root = h;
@@ -270,7 +289,7 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
   int64_t step = 0;
   std::string phase = "mask";
   auto note = [&](const std::string& m) {
-    if (progress) progress({phase, step, s.steps, 0, 0, 0, 0, 0, 0, 0, m});
+    if (progress) progress(StepReport::note(m));
   };
   if (load_checkpoint(&step, &phase)) note(fmt::format("resumed {} at step {}", run_dir_, step));
   std::ofstream metrics;
@@ -278,16 +297,23 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step;
   const int64_t tokens_per_step = s.batch * s.seq * s.accum;
-  auto report = [&](double loss, double s_hat) {
+  auto report = [&](double loss) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    StepReport r{phase, step, phase == "mask" ? s.steps : s.steps + s.recovery_steps, loss, s_hat,
-                 s.target * std::min(1.0, static_cast<double>(step) / std::max(1.0, s.warmup_frac * s.steps)),
-                 lambda1_.data().item(), lambda2_.data().item(),
-                 static_cast<double>((step - first) * tokens_per_step) / std::max(secs, 1e-9), secs, ""};
-    if (is_root() && (step % s.log_every == 0 || step == r.steps)) {
-      metrics << json{{"phase", phase}, {"step", step}, {"loss", loss}, {"expected_sparsity", s_hat},
-                      {"target", r.target}, {"lambda1", r.lambda1}, {"lambda2", r.lambda2},
-                      {"tokens_per_s", r.tokens_per_second}}.dump() << "\n";
+    StepReport r;
+    r.phase = phase, r.step = step, r.steps = phase == "mask" ? s.steps : s.steps + s.recovery_steps;
+    r.loss = loss, r.target = last_.target, r.gates = last_.gates, r.multiplier = last_.multiplier;
+    r.tokens_per_second = static_cast<double>((step - first) * tokens_per_step) / std::max(secs, 1e-9);
+    r.elapsed = secs;
+    if (is_root()) {  // every step: the control's trace is the point of this file
+      json m = {{"phase", phase}, {"step", step}, {"loss", loss}, {"tokens_per_s", r.tokens_per_second}};
+      if (phase == "mask" && s.learn_mask) {
+        m["target"] = r.target;
+        m["expected_sparsity"] = r.gates.expected_sparsity;
+        m["hard_sparsity"] = r.gates.hard_sparsity;
+        m["undecided"] = r.gates.undecided;
+        m[s.sparsity_control == "project" ? "shift" : "lambda1"] = r.multiplier;
+      }
+      metrics << m.dump() << "\n";
       metrics.flush();
     }
     if (progress) progress(r);
@@ -300,7 +326,6 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
   };
 
   while (phase == "mask" && step < s.steps) {
-    double s_hat = 0;
     // --profile: the second step of this process (the first pays one-time costs), or the only one.
     const bool profiled = profile_ && profiled_.step < 0 && (step == first + 1 || step + 1 == s.steps);
     Backend& backend = raw_backend_for(base_.device());
@@ -312,7 +337,7 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
     }
     double loss = 0;
     try {
-      loss = train_step(step, false, &s_hat);
+      loss = train_step(step, false, nullptr);
     } catch (...) {
       profile::set_enabled(false);
       throw;
@@ -327,23 +352,29 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
       profiled_.tokens = (s.batch * (r + 1) / W - s.batch * r / W) * s.seq * s.accum;  // this rank's share
     }
     ++step;
-    report(loss, s_hat);
+    report(loss);
     if (step % s.checkpoint_every == 0 || step == s.steps || stop_requested()) checkpoint();
     if (stop_requested()) return false;
   }
   mask_ = final_mask(gates_, s.target);
+  summary_.mode = s.learn_mask ? s.sparsity_control : "none";
+  summary_.target = s.target;
+  summary_.end = gate_figures(host_gates(gates_), gates_.costs());
+  summary_.mask_override = final_mask_override(gates_, mask_);
   fixed_heads_.clear(), fixed_neurons_.clear();
   for (const Tensor& z : mask_.z_heads) fixed_heads_.emplace_back(z.to(base_.dtype()).to(base_.device()));
   for (const Tensor& z : mask_.z_neurons) fixed_neurons_.emplace_back(z.to(base_.dtype()).to(base_.device()));
   if (phase == "mask") {
-    note(fmt::format("final mask: {:.2f}% of the prunable size removed (target {:.2f}%)", 100 * mask_.sparsity(),
-                     100 * s.target));
+    note(fmt::format("final mask: {:.2f}% of the prunable size removed (target {:.2f}%); the gates held {:.2f}% "
+                     "hard-closed, {:.2f}% undecided; the sort removed {:.2f}% that the gates held open",
+                     100 * mask_.sparsity(), 100 * s.target, 100 * summary_.end.hard_sparsity,
+                     100 * summary_.end.undecided, 100 * summary_.mask_override));
     phase = "recovery";
   }
   while (bank_ && step < s.steps + s.recovery_steps) {
     const double loss = train_step(step, true, nullptr);
     ++step;
-    report(loss, mask_.sparsity());
+    report(loss);
     if (step % s.checkpoint_every == 0 || step == s.steps + s.recovery_steps || stop_requested()) checkpoint();
     if (stop_requested()) return false;
   }

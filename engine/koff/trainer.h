@@ -4,12 +4,15 @@
 // through the domains (sequence j of the step belongs to domain (step*B + j) mod D, so every step
 // sees every domain equally), each sequence routed to its own domain's memory;
 //   L = sum of token cross-entropies / (true token count of the accumulated batch)
-//     + lambda1 (s_hat - t) + lambda2 (s_hat - t)^2,   t ramping linearly from 0 over warmup_frac
-// minimised in log_alpha and the memories, maximised in the lambdas (AdamW with a negative lr).
+// minimised in log_alpha and the memories, while the expected sparsity s_hat follows the target t
+// (ramping linearly from 0): by default a projection after each step (one shift of every log_alpha
+// that puts s_hat exactly on t), or a repaired Lagrangian N (lambda1 (s_hat - t) + mu (s_hat - t)^2)
+// with lambda1 by SGD ascent; engine/koff/sparsity_control.h.
 // With kd > 0 (option, off by default) each token also pays kappa * KL(p_dense || p_model), the
 // teacher being the same frozen weights with no mask and no memory.
-// Parameter groups: log_alpha lr 0.1, lambdas lr 0.1 (ascent), memories lr 1e-3 with linear warmup
-// and cosine decay; no weight decay.
+// Parameter groups: log_alpha lr 0.1 (clamped to +-4.6), memories lr 1e-3 with linear warmup and
+// cosine decay; no weight decay. learn_mask = false trains the memories alone on the dense model
+// (the adaptation baseline: no gates, final mask = keep everything).
 //
 // Everything a step depends on is a function of (seed, step) or saved in the checkpoint (gates,
 // lambdas, memories, AdamW state, step), so an interrupted run resumed gives bit-identical results.
@@ -24,8 +27,8 @@
 // builds sequences [r*B/W, (r+1)*B/W) of every micro-batch of the step (the same global sequence
 // indices, hence the same windows of the same domains, as one process would), divides by the global
 // token count, and the gradients of the trainables are summed over ranks (GradReducer: f32 buckets,
-// overlapped with the backward). The Lagrangian's gradient, identical on every rank, is added after
-// the sum; the gate sample needs no communication (seed, step). So W ranks train what one process
+// overlapped with the backward). The control (the projection, or the Lagrangian's gradient), identical
+// on every rank, acts after the sum; the gate sample needs no communication (seed, step). So W ranks train what one process
 // does with the same global batch, up to float summation order. Loss (for logging), the stop
 // request and the non-finite check are reduced so every rank takes the same branch; only rank 0
 // writes (checkpoints, metrics); every rank reads the checkpoint on resume (a shared filesystem).
@@ -41,6 +44,7 @@
 #include "engine/dist/grad_reducer.h"
 #include "engine/koff/gates.h"
 #include "engine/koff/memory.h"
+#include "engine/koff/sparsity_control.h"
 #include "engine/nn/optim.h"
 #include "engine/ops/profile.h"
 
@@ -49,7 +53,11 @@ namespace koff::offload {
 struct OffloadSettings {
   double target = 0.12;
   int64_t steps = 200, batch = 6, seq = 128, accum = 1;
-  double warmup_frac = 0.2;  // target ramp
+  double warmup_frac = 0.2;  // target ramp (the lagrangian's at least 60 steps)
+  std::string sparsity_control = "project";  // or "lagrangian" (engine/koff/sparsity_control.h)
+  double penalty = 10.0;     // lagrangian: the fixed quadratic weight mu
+  double clamp_log_alpha = 4.6;
+  bool learn_mask = true;    // false: memories alone on the dense model (no gates; target must be 0)
   double lr_gates = 0.1, lr_lambda = 0.1, lr_memory = 1e-3, memory_warmup_frac = 0.05;
   double init_log_alpha = 3.0;
   double kd = 0.0;  // (ours, option) kappa of the distillation term kappa * KL(p_dense || p_model) per token
@@ -57,15 +65,34 @@ struct OffloadSettings {
   int64_t log_every = 10, checkpoint_every = 50, recovery_steps = 0;
   MemoryConfig memory;  // memory.lora = memory.kv = false: prune-only
   bool has_memory() const { return memory.lora || memory.kv; }
+  ControlSettings control() const;
   nlohmann::json to_json() const;
   static OffloadSettings from_json(const nlohmann::json& j);
 };
 
 struct StepReport {
   std::string phase;  // "mask" or "recovery"
-  int64_t step = 0, steps = 0;
-  double loss = 0, expected_sparsity = 0, target = 0, lambda1 = 0, lambda2 = 0, tokens_per_second = 0, elapsed = 0;
+  int64_t step = 0, steps = 0;  // step: the number of steps done
+  double loss = 0;
+  double target = 0;       // the target t the last step was controlled to
+  GateFigures gates;       // s_hat, hard sparsity and undecided share after the last step
+  double multiplier = 0;   // project: the shift b; lagrangian: lambda1
+  double tokens_per_second = 0, elapsed = 0;
   std::string message;  // non-empty for notes
+  static StepReport note(std::string m) {
+    StepReport r;
+    r.message = std::move(m);
+    return r;
+  }
+};
+
+// What the control achieved, for eval.json and the report.
+struct ControlSummary {
+  std::string mode;
+  GateFigures end;           // the gates after the last mask-learning step
+  double target = 0;
+  double mask_override = 0;  // share of P the final sort removed although the gates held it open
+  nlohmann::json to_json() const;
 };
 
 class OffloadTrainer {
@@ -76,6 +103,8 @@ class OffloadTrainer {
   OffloadTrainer(const nn::Transformer& base, std::vector<std::string> domains,
                  std::vector<std::vector<int32_t>> streams, OffloadSettings settings, std::string run_dir,
                  dist::Communicator* comm = nullptr, size_t bucket_bytes = kDefaultBucketBytes);
+  OffloadTrainer(const OffloadTrainer&) = delete;  // the controller points at gates_
+  OffloadTrainer& operator=(const OffloadTrainer&) = delete;
   static constexpr size_t kDefaultBucketBytes = size_t{32} << 20;  // 32 MiB: README, data parallelism
 
   // Trains (resuming from run_dir/ckpt when present) the mask and memories, then computes the final
@@ -83,6 +112,7 @@ class OffloadTrainer {
   bool run(const std::function<void(const StepReport&)>& progress = {}, const std::atomic<bool>* interrupt = nullptr);
 
   const FinalMask& mask() const { return mask_; }
+  const ControlSummary& control_summary() const { return summary_; }
   const HardConcreteGates& gates() const { return gates_; }
   const MemoryBank* bank() const { return bank_.get(); }
   const OffloadSettings& settings() const { return settings_; }
@@ -103,7 +133,8 @@ class OffloadTrainer {
   DType trainable_dtype() const { return base_.dtype() == DType::f64 ? DType::f64 : DType::f32; }
 
   // One step (mask learning, or recovery on the final mask) without logs or checkpoints; returns the
-  // step's summed token loss. run() drives it; bench/cuda/gpu_bench.cpp times it.
+  // step's summed token loss; s_hat_out: the expected sparsity after the step. run() drives it;
+  // bench/cuda/gpu_bench.cpp times it.
   double train_step(int64_t step, bool recovery, double* s_hat_out);
 
  private:
@@ -121,8 +152,13 @@ class OffloadTrainer {
   std::string run_dir_;
   HardConcreteGates gates_;
   std::unique_ptr<MemoryBank> bank_;
-  autograd::Variable lambda1_, lambda2_;
-  nn::AdamW opt_;              // groups: gates, lambda, memory
+  SparsityController controller_;  // acts on gates_
+  struct ControlRecord {
+    double target = 0, multiplier = 0;
+    GateFigures gates;
+  } last_;                      // what train_step's control did (logged by run)
+  ControlSummary summary_;
+  nn::AdamW opt_;              // groups: gates (unless !learn_mask), memory
   nn::AdamW recovery_opt_;     // memory only
   FinalMask mask_;
   std::vector<autograd::Variable> fixed_heads_, fixed_neurons_;  // the final mask as constants

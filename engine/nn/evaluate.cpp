@@ -16,8 +16,11 @@ Perplexity perplexity(const Transformer& model, const std::vector<int32_t>& stre
   options.hooks = hooks;
   for (const data::Batch& b : data::eval_windows(stream, seq, max_windows)) {
     // normaliser 1: the loss is the plain sum over the window's tokens
-    p.nll_sum += model.loss(b.ids, b.targets, options, 1.0).data().item();
+    const double nll = model.loss(b.ids, b.targets, options, 1.0).data().item();
+    p.nll_sum += nll;
     p.tokens += b.tokens;
+    p.window_nll.push_back(nll);
+    p.window_tokens.push_back(b.tokens);
   }
   return p;
 }

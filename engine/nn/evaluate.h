@@ -10,6 +10,8 @@ namespace koff::nn {
 struct Perplexity {
   double nll_sum = 0;  // summed token negative log-likelihood
   int64_t tokens = 0;
+  std::vector<double> window_nll;      // per window: its summed nll (for paired bootstrap intervals)
+  std::vector<int64_t> window_tokens;  // per window: its token count
   double mean_nll() const { return tokens ? nll_sum / static_cast<double>(tokens) : 0; }
   double ppl() const;
 };

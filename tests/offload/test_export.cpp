@@ -98,7 +98,7 @@ TEST(Trainer, DistillationTermIsTheKlToTheDenseModel) {
 
 TEST(Export, CompactionPreservesLogitsAndMemoriesReload) {
   nn::Transformer base = tiny_model("qwen2");
-  OffloadSettings s = small_settings(0.45, true, true);
+  OffloadSettings s = small_settings(0.4, true, true);  // a target whose mask leaves unequal KV groups
   fs::path dir = fresh_dir("compact");
   OffloadTrainer t(base, {"x", "y"}, streams(2), s, dir.string());
   ASSERT_TRUE(t.run());
