@@ -40,7 +40,10 @@ void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& n
   sub.add_option("--rank", s.memory.rank, "LoRA rank r")->capture_default_str();
   sub.add_option("--alpha", s.memory.alpha, "LoRA alpha")->capture_default_str();
   sub.add_option("--slots", s.memory.slots, "KV memory slots m per layer and KV head")->capture_default_str();
-  sub.add_option("--kv-init", s.memory.kv_init, "KV memory init: text or random")->capture_default_str();
+  sub.add_option("--kv-init", s.memory.kv_init,
+                 "KV memory init: text, random or neutral (text keys/values behind a per-layer, per-KV-head "
+                 "memory gate that starts at 0)")
+      ->capture_default_str();
   sub.add_option("--kd", s.kd, "distillation weight kappa of KL(p_dense || p_model) per token (0 = off)")
       ->capture_default_str();
   sub.add_option("--recovery-steps", s.recovery_steps, "memory-only steps on the fixed final mask")->capture_default_str();

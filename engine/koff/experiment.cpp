@@ -33,8 +33,8 @@ void validate(const OffloadJob& job) {
   KOFF_CHECK(s.target >= 0 && s.target < 1, "--target must be in [0, 1), got {}", s.target);
   KOFF_CHECK(s.steps > 0 && s.batch > 0 && s.seq > 1, "--steps and --batch must be positive and --seq > 1");
   KOFF_CHECK(s.kd >= 0, "--kd must be >= 0, got {}", s.kd);
-  KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random", "--kv-init must be text or random, got '{}'",
-             s.memory.kv_init);
+  KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random" || s.memory.kv_init == "neutral",
+             "--kv-init must be text, random or neutral, got '{}'", s.memory.kv_init);
   KOFF_CHECK(job.save_dtype == "f32" || job.save_dtype == "bf16", "--save-dtype must be f32 or bf16");
   KOFF_CHECK(job.bucket_mb > 0, "--bucket-mb must be positive, got {}", job.bucket_mb);
   KOFF_CHECK(job.dtype == DType::f32 || job.dtype == DType::bf16, "--dtype must be f32 or bf16");

@@ -63,9 +63,11 @@ OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::str
   opt_.add_group("lambda", {lambda1_, lambda2_}, {-s.lr_lambda, 0.9, 0.999, 1e-8, 0.0});
   if (s.has_memory()) {
     bank_ = std::make_unique<MemoryBank>(base, s.memory, domains_, s.seed);
-    if (s.memory.kv && s.memory.kv_init == "text") bank_->init_kv_from_text(base, streams_, s.seed);
-    else KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random",
-                    "--kv-init must be text or random, got '{}'", s.memory.kv_init);
+    if (s.memory.kv && (s.memory.kv_init == "text" || s.memory.kv_init == "neutral"))
+      bank_->init_kv_from_text(base, streams_, s.seed);
+    else
+      KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random" || s.memory.kv_init == "neutral",
+                 "--kv-init must be text, random or neutral, got '{}'", s.memory.kv_init);
     std::vector<ag::Variable> mem = bank_->lora_parameters(), kv = bank_->kv_parameters();
     mem.insert(mem.end(), kv.begin(), kv.end());
     opt_.add_group("memory", mem, {s.lr_memory, 0.9, 0.999, 1e-8, 0.0});
@@ -181,9 +183,11 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
     lag.backward();
     if (s_hat_out) *s_hat_out = s_hat.data().item();
     opt_.step({1.0, 1.0, memory_lr_scale(step, s.steps)});
+    if (bank_) bank_->project_gates();  // memory gates stay >= 0
     opt_.zero_grad();
   } else {
     recovery_opt_.step({memory_lr_scale(step - s.steps, s.recovery_steps)});
+    if (bank_) bank_->project_gates();
     recovery_opt_.zero_grad();
   }
   return loss_sum;
