@@ -40,9 +40,10 @@ Variable swiglu(const Variable& gate, const Variable& up);
 Variable swiglu_gated(const Variable& gate, const Variable& up, const Variable& z);  // see ops::swiglu_gated
 Variable softmax(const Variable& x);
 
-// attention.cpp: q [B,T,H,hd], k/v [B,T,G,hd], mem_k/mem_v [B,m,G,hd] or undefined.
+// attention.cpp: q [B,T,H,hd], k/v [B,T,G,hd], mem_k/mem_v [B,m,G,hd] or undefined; mem_gate [B,G] or
+// undefined: the memory's attention mass per (sequence, KV head), see ops::attention.
 Variable attention(const Variable& q, const Variable& k, const Variable& v, const Variable& mem_k,
-                   const Variable& mem_v, double scale, bool causal = true);
+                   const Variable& mem_v, double scale, bool causal = true, const Variable& mem_gate = {});
 
 // loss.cpp: the SUM of token losses divided by `normaliser` (the true token count of the accumulated
 // batch; <= 0 means this call's own count). Returns a [] variable.

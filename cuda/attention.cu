@@ -4,6 +4,13 @@
 //   Query (b, i, h) of KV group g = h / (H/G) sees [m memory slots ; real keys 0 .. n_i - 1] with
 //   n_i = clamp(i + Tk - Tq + 1, 0, Tk) when causal, Tk otherwise; s = scale q.k, lse = log sum exp s,
 //   out = sum exp(s - lse) v. A row that sees no key gets out = 0, lse = -inf.
+// Memory gate (optional): mem_gate [B, G] f32, g = mem_gate[b, g] >= 0 scales the m slots' attention mass,
+//   out = (g sum_m e^{s_m} v_m + sum_t e^{s_t} v_t) / Z,  lse = log Z,  Z = g sum_m e^{s_m} + sum_t e^{s_t},
+// computed as the slot scores + log g (g = 0: -inf, a masked key, so the memory is invisible). Its gradient
+//   dgate[b, g] = sum over the group's query rows and slots m of e^{s_m - lse} (dout . v_m - D)
+// (finite at g = 0) is taken per slot in the dkv kernel, one warp per slot summing over its query rows,
+// into the scratch dgate_slots [B, G, m] f32, then summed over m by attention_gate_sum_kernel: still one
+// writer per element, deterministic. No gate: MG = 0 and every gated branch is skipped (today's results).
 //
 // Keys are addressed by a virtual index kk in [0, m + Tk): kk < m is memory slot kk, else real key
 // kk - m. No [Tq, Tk] matrix exists anywhere: scores live in registers, one key per lane.
@@ -40,11 +47,19 @@ struct Args {
   const float* lse;
   float* lse_out;
   float* dsum;
+  const float* gate;   // [B, G] or null
+  float* dgate_slots;  // [B, G, M] backward scratch when gated
   int64_t B, Tq, Tk, H, G, M, hd;
+  int64_t MG;  // memory slots whose scores get + log gate: M with a gate, else 0
   float scale;
   bool causal;
   int64_t ppb;  // query positions per block (forward and dq)
 };
+
+// log of (b, g)'s memory gate: -inf for a closed gate; 0 (unused) without one.
+__device__ __forceinline__ float log_gate(const Args& a, int64_t b, int64_t g) {
+  return a.MG > 0 ? logf(a.gate[b * a.G + g]) : 0.0f;
+}
 
 __device__ __forceinline__ int64_t visible(const Args& a, int64_t i) {
   if (!a.causal) return a.Tk;
@@ -107,6 +122,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(Args a) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const T* q = static_cast<const T*>(a.q);
   load_query_rows<T, HD>(a, q, b, g, i0 * rep, ROWS, sQ, HD);
+  const float lg = log_gate(a, b, g);
 
   const int64_t total = a.M + visible(a, i0 + npos - 1);
   int64_t nvis[R];
@@ -141,7 +157,8 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_kernel(Args a) {
     const int64_t kk = kk0 + lane;
 #pragma unroll
     for (int i = 0; i < R; ++i) {
-      const float si = kk < nvis[i] ? s[i] * a.scale : -INFINITY;
+      float si = kk < nvis[i] ? s[i] * a.scale : -INFINITY;
+      if (kk < a.MG) si += lg;  // a gated memory slot (nvis >= M: always visible)
       const float mnew = fmaxf(m_run[i], warp_max(si));
       const float p = mnew == -INFINITY ? 0.0f : expf(si - mnew);
       const float corr = m_run[i] == -INFINITY ? 0.0f : expf(m_run[i] - mnew);
@@ -209,6 +226,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Args a) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   load_query_rows<T, HD>(a, static_cast<const T*>(a.q), b, g, i0 * rep, ROWS, sQ, HD);
   load_query_rows<T, HD>(a, static_cast<const T*>(a.dout), b, g, i0 * rep, ROWS, sO, HD);
+  const float lg = log_gate(a, b, g);
 
   const int64_t total = a.M + visible(a, i0 + npos - 1);
   int64_t nvis[R];
@@ -247,7 +265,8 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Args a) {
     const int64_t kk = kk0 + lane;
 #pragma unroll
     for (int i = 0; i < R; ++i) {
-      const float p = (kk < nvis[i] && lse[i] != -INFINITY) ? expf(s[i] * a.scale - lse[i]) : 0.0f;
+      const bool vis = kk < nvis[i] && lse[i] != -INFINITY;
+      const float p = !vis ? 0.0f : kk < a.MG ? expf((s[i] * a.scale + lg) - lse[i]) : expf(s[i] * a.scale - lse[i]);
       s[i] = p * (dp[i] - dsum[i]);  // ds
     }
     const int jmax = total - kk0 < kKeyTile ? int(total - kk0) : kKeyTile;
@@ -301,11 +320,14 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Args a) {
     const int64_t j0 = kk_first - a.M, p = j0 - (a.Tk - a.Tq);
     pos_begin = p > 0 ? p : 0;
   }
-  float dk[R][DPL], dv[R][DPL];
+  const float lg = log_gate(a, b, g);
+  float dk[R][DPL], dv[R][DPL], dgate[R];  // dgate: this lane's rows' share of slot kk's gate gradient
 #pragma unroll
-  for (int i = 0; i < R; ++i)
+  for (int i = 0; i < R; ++i) {
+    dgate[i] = 0.0f;
 #pragma unroll
     for (int t = 0; t < DPL; ++t) dk[i][t] = dv[i][t] = 0.0f;
+  }
 
   const int64_t total_rows = a.Tq * rep;
   for (int64_t rr0 = pos_begin * rep; rr0 < total_rows; rr0 += kQueryTile) {
@@ -344,7 +366,15 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Args a) {
 #pragma unroll
     for (int i = 0; i < R; ++i) {
       const int64_t kk = kk_first + warp * R + i;
-      const float pi = (kk < n && l != -INFINITY) ? expf(p[i] * a.scale - l) : 0.0f;
+      const bool vis = kk < n && l != -INFINITY;
+      float pi = 0.0f;
+      if (kk < a.MG) {                                          // warp-uniform: gated memory slot
+        const float u = vis ? expf(p[i] * a.scale - l) : 0.0f;  // ungated e^{s - lse}
+        dgate[i] += u * (ds[i] - dsum);
+        pi = vis ? expf((p[i] * a.scale + lg) - l) : 0.0f;
+      } else {
+        pi = vis ? expf(p[i] * a.scale - l) : 0.0f;
+      }
       ds[i] = pi * (ds[i] - dsum);
       p[i] = pi;
     }
@@ -371,6 +401,10 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Args a) {
   for (int i = 0; i < R; ++i) {
     const int64_t kk = kk_first + warp * R + i;
     if (kk >= nkeys) continue;
+    if (kk < a.MG) {  // warp-uniform
+      const float gsum = warp_sum(dgate[i]);
+      if (lane == 0) a.dgate_slots[(b * a.G + g) * a.M + kk] = gsum;
+    }
     bool in_mem;
     const int64_t off = key_offset(a, b, g, kk, in_mem);
     T* dko = static_cast<T*>(in_mem ? a.dmk : a.dk);
@@ -384,6 +418,15 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Args a) {
       }
     }
   }
+}
+
+// dgate[bg] = sum over m of slots[bg, m], in slot order: one thread per (b, g).
+__global__ void attention_gate_sum_kernel(const float* slots, float* dgate, int64_t bg, int64_t m) {
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= bg) return;
+  float s = 0.0f;
+  for (int64_t j = 0; j < m; ++j) s += slots[i * m + j];
+  dgate[i] = s;
 }
 
 template <int HD>
@@ -419,8 +462,10 @@ void on_head_dim(int64_t hd, Fn&& fn) {
     throw Error("attention: head_dim " + std::to_string(hd) + " exceeds the CUDA kernels' bound of 256");
 }
 
-Args make_args(const AttentionShape& d, float scale, bool causal) {
+Args make_args(const AttentionShape& d, float scale, bool causal, const float* mem_gate) {
   Args a{};
+  a.gate = mem_gate;
+  a.MG = mem_gate ? d.mem : 0;
   a.B = d.batch;
   a.Tq = d.tq;
   a.Tk = d.tk;
@@ -447,9 +492,10 @@ dim3 grid_of(int64_t tiles, const AttentionShape& d) {
 }  // namespace
 
 void attention_forward(Dt dt, const void* q, const void* k, const void* v, const void* mem_k, const void* mem_v,
-                       void* out, float* lse, const AttentionShape& d, float scale, bool causal, cudaStream_t s) {
+                       const float* mem_gate, void* out, float* lse, const AttentionShape& d, float scale, bool causal,
+                       cudaStream_t s) {
   if (d.batch * d.tq * d.heads == 0) return;
-  Args a = make_args(d, scale, causal);
+  Args a = make_args(d, scale, causal, mem_gate);
   a.q = q, a.k = k, a.v = v, a.mk = mem_k, a.mv = mem_v, a.o = out, a.lse_out = lse;
   const int64_t rep = d.heads / d.groups;
   on_dt(dt, [&](auto tag) {
@@ -463,12 +509,12 @@ void attention_forward(Dt dt, const void* q, const void* k, const void* v, const
 }
 
 void attention_backward(Dt dt, const void* dout, const void* q, const void* k, const void* v, const void* mem_k,
-                        const void* mem_v, const void* out, const float* lse, float* dsum, void* dq, void* dk,
-                        void* dv, void* dmem_k, void* dmem_v, const AttentionShape& d, float scale, bool causal,
-                        cudaStream_t s) {
-  Args a = make_args(d, scale, causal);
+                        const void* mem_v, const float* mem_gate, const void* out, const float* lse, float* dsum,
+                        void* dq, void* dk, void* dv, void* dmem_k, void* dmem_v, float* dmem_gate, float* dgate_slots,
+                        const AttentionShape& d, float scale, bool causal, cudaStream_t s) {
+  Args a = make_args(d, scale, causal, mem_gate);
   a.q = q, a.k = k, a.v = v, a.mk = mem_k, a.mv = mem_v, a.dout = dout, a.out = out, a.lse = lse, a.dsum = dsum;
-  a.dq = dq, a.dk = dk, a.dv = dv, a.dmk = dmem_k, a.dmv = dmem_v;
+  a.dq = dq, a.dk = dk, a.dv = dv, a.dmk = dmem_k, a.dmv = dmem_v, a.dgate_slots = dgate_slots;
   const int64_t rep = d.heads / d.groups, rows = d.batch * d.tq * d.heads, nkeys = d.mem + d.tk;
   on_dt(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -489,6 +535,11 @@ void attention_backward(Dt dt, const void* dout, const void* q, const void* k, c
       }
     });
   });
+  const int64_t bg = d.batch * d.groups;
+  if (mem_gate && bg > 0) {
+    launch(attention_gate_sum_kernel, dim3(unsigned((bg + kThreads - 1) / kThreads)), kThreads, 0, s,
+           static_cast<const float*>(dgate_slots), dmem_gate, bg, d.mem);
+  }
 }
 
 }  // namespace koff::cuda

@@ -272,38 +272,48 @@ class CudaBackend final : public Backend {
   }
 
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
-                 double scale, bool causal, Tensor& out, Tensor& lse) override {
+                 const Tensor& mem_gate, double scale, bool causal, Tensor& out, Tensor& lse) override {
     OpScope op("attention", q);
     const Dt dt = dt_of(q, "attention");
     const AttentionShape shape = shape_of(q, k, mem_k);
     float* lse_out = stat(lse, "attention", "lse");
-    // Tensor cores for bf16 at head_dim 64/128 (attention_mma.cu), the SIMT kernels otherwise.
-    if (cuda::attention_use_mma(dt, shape, {cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out)}))
+    const float* gate = mem_gate.defined() ? stat(mem_gate, "attention", "mem_gate") : nullptr;
+    // Tensor cores for bf16 at head_dim 64/128 (attention_mma.cu), the SIMT kernels otherwise and for a
+    // gated memory (the tensor-core kernels have no gate).
+    if (!gate && cuda::attention_use_mma(dt, shape, {cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out)}))
       cuda::attention_forward_mma(cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), mptr(out), lse_out, shape,
                                   float(scale), causal, op.s());
     else
-      cuda::attention_forward(dt, cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), mptr(out), lse_out, shape,
+      cuda::attention_forward(dt, cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), gate, mptr(out), lse_out, shape,
                               float(scale), causal, op.s());
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
-                          const Tensor& mem_v, const Tensor& out, const Tensor& lse, double scale, bool causal,
-                          Tensor& dq, Tensor& dk, Tensor& dv, Tensor& dmem_k, Tensor& dmem_v) override {
+                          const Tensor& mem_v, const Tensor& mem_gate, const Tensor& out, const Tensor& lse,
+                          double scale, bool causal, Tensor& dq, Tensor& dk, Tensor& dv, Tensor& dmem_k, Tensor& dmem_v,
+                          Tensor& dmem_gate) override {
     OpScope op("attention_backward", q);
     Tensor dsum = Tensor::empty({std::max<int64_t>(q.numel() / std::max<int64_t>(q.size(3), 1), 1)}, DType::f32,
                                 q.device());
     const Dt dt = dt_of(q, "attention_backward");
     const AttentionShape shape = shape_of(q, k, mem_k);
     const float* lse_in = stat(lse, "attention_backward", "lse");
-    if (cuda::attention_use_mma(dt, shape,
-                                {cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out), cptr(dq),
-                                 cptr(dk), cptr(dv), cptr(dmem_k), cptr(dmem_v)}))
+    const float* gate = mem_gate.defined() ? stat(mem_gate, "attention_backward", "mem_gate") : nullptr;
+    if (!gate && cuda::attention_use_mma(dt, shape,
+                                         {cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out),
+                                          cptr(dq), cptr(dk), cptr(dv), cptr(dmem_k), cptr(dmem_v)})) {
       cuda::attention_backward_mma(cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out), lse_in,
                                    dsum.data<float>(), mptr(dq), mptr(dk), mptr(dv), mptr(dmem_k), mptr(dmem_v), shape,
                                    float(scale), causal, op.s());
-    else
-      cuda::attention_backward(dt, cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out), lse_in,
-                               dsum.data<float>(), mptr(dq), mptr(dk), mptr(dv), mptr(dmem_k), mptr(dmem_v), shape,
-                               float(scale), causal, op.s());
+      return;
+    }
+    Tensor dgate_slots;  // per-slot partial gate gradients [B, G, m]
+    if (gate && shape.mem > 0)
+      dgate_slots = Tensor::empty({shape.batch * shape.groups * shape.mem}, DType::f32, q.device());
+    cuda::attention_backward(dt, cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), gate, cptr(out),
+                             lse_in, dsum.data<float>(), mptr(dq), mptr(dk), mptr(dv), mptr(dmem_k), mptr(dmem_v),
+                             gate ? stat(dmem_gate, "attention_backward", "dmem_gate") : nullptr,
+                             dgate_slots.defined() ? dgate_slots.data<float>() : nullptr, shape, float(scale), causal,
+                             op.s());
   }
 
   int64_t cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor& loss_sum,

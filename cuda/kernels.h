@@ -128,18 +128,22 @@ struct AttentionShape {
 };
 // Largest head_dim the fused kernels take.
 constexpr int64_t kMaxHeadDim = 256;
+// mem_gate: [B, G] f32 or null (no gate; attention.cu's header states the gated math).
 void attention_forward(Dt dt, const void* q, const void* k, const void* v, const void* mem_k, const void* mem_v,
-                       void* out, float* lse, const AttentionShape& d, float scale, bool causal, cudaStream_t s);
-// dsum: scratch [B, Tq, H] f32.
+                       const float* mem_gate, void* out, float* lse, const AttentionShape& d, float scale, bool causal,
+                       cudaStream_t s);
+// dsum: scratch [B, Tq, H] f32. With a gate: dmem_gate [B, G] f32 and the scratch dgate_slots [B, G, m] f32
+// (null without one).
 void attention_backward(Dt dt, const void* dout, const void* q, const void* k, const void* v, const void* mem_k,
-                        const void* mem_v, const void* out, const float* lse, float* dsum, void* dq, void* dk,
-                        void* dv, void* dmem_k, void* dmem_v, const AttentionShape& d, float scale, bool causal,
-                        cudaStream_t s);
+                        const void* mem_v, const float* mem_gate, const void* out, const float* lse, float* dsum,
+                        void* dq, void* dk, void* dv, void* dmem_k, void* dmem_v, float* dmem_gate, float* dgate_slots,
+                        const AttentionShape& d, float scale, bool causal, cudaStream_t s);
 
 // ---- attention_mma.cu: the same two ops on tensor cores (WMMA), bf16 only ------------------------
 // Whether a call takes the tensor-core kernels: bf16, head_dim 64 or 128, at most 64 query heads per
 // KV head, every pointer in `tensors` 16-byte aligned, and KOFF_CUDA_ATTENTION not "simt" ("mma",
-// "auto" or unset take them where they apply; another value is an error). Read at every call.
+// "auto" or unset take them where they apply; another value is an error). Read at every call. They have
+// no memory gate: the backend takes the SIMT kernels for gated calls.
 bool attention_use_mma(Dt dt, const AttentionShape& d, std::initializer_list<const void*> tensors);
 void attention_forward_mma(const void* q, const void* k, const void* v, const void* mem_k, const void* mem_v, void* out,
                            float* lse, const AttentionShape& d, float scale, bool causal, cudaStream_t s);

@@ -89,13 +89,15 @@ inline Tensor softmax(const Tensor& x_in) {
   return y;
 }
 
-// Materialises the full score matrix over [memory slots ; real keys].
+// Materialises the full score matrix over [memory slots ; real keys]. With a gate [B, G], the memory
+// slots' weights e^{s} are multiplied by gate[b, g] (the definition, not + log g).
 inline Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& mk_in,
-                        const Tensor& mv_in, double scale, bool causal) {
+                        const Tensor& mv_in, double scale, bool causal, const Tensor& gate_in = {}) {
   Tensor q = f64(q_in), k = f64(k_in), v = f64(v_in);
   const int64_t B = q.size(0), Tq = q.size(1), H = q.size(2), hd = q.size(3), Tk = k.size(1), G = k.size(2);
   const int64_t m = mk_in.defined() ? mk_in.size(1) : 0;
   Tensor mk = m ? f64(mk_in) : Tensor(), mv = m ? f64(mv_in) : Tensor();
+  Tensor gate = gate_in.defined() ? f64(gate_in) : Tensor();
   Tensor out = Tensor::zeros(q.shape(), DType::f64);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
@@ -118,12 +120,16 @@ inline Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
           s.push_back(score(k.data<double>() + ((b * Tk + j) * G + g) * hd));
           vals.push_back(v.data<double>() + ((b * Tk + j) * G + g) * hd);
         }
+        const double gbg = gate.defined() ? gate.data<double>()[b * G + g] : 1.0;
         double mx = -INFINITY, z = 0;
         for (double x : s) mx = std::max(mx, x);
-        for (double x : s) z += std::exp(x - mx);
-        double* o = out.data<double>() + ((b * Tq + i) * H + h) * hd;
+        std::vector<double> w(s.size());
         for (size_t j = 0; j < s.size(); ++j)
-          for (int64_t e = 0; e < hd; ++e) o[e] += std::exp(s[j] - mx) / z * vals[j][e];
+          z += w[j] = std::exp(s[j] - mx) * (static_cast<int64_t>(j) < m ? gbg : 1.0);
+        double* o = out.data<double>() + ((b * Tq + i) * H + h) * hd;
+        if (z == 0) continue;  // sees nothing (or only closed memory): out = 0
+        for (size_t j = 0; j < s.size(); ++j)
+          for (int64_t e = 0; e < hd; ++e) o[e] += w[j] / z * vals[j][e];
       }
     }
   return out;

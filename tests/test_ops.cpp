@@ -202,24 +202,33 @@ std::vector<OpCase> cases() {
                [](const Tensors& x, const Tensors&) { return ref::softmax(x[0]); }});
 
   // attention: B=2, H=4 query heads over G=2 KV heads, hd=4, m memory slots
-  auto attn = [&](std::string name, int64_t tq, int64_t tk, int64_t m, bool causal) {
+  // gated: a memory gate [B, G] in (0.1, 1.5) as a sixth input (finite differences need g > 0 on both sides).
+  auto attn = [&](std::string name, int64_t tq, int64_t tk, int64_t m, bool causal, bool gated = false) {
     std::vector<InputSpec> in = {{{2, tq, 4, 4}}, {{2, tk, 2, 4}}, {{2, tk, 2, 4}}};
     if (m) {
       in.push_back({{2, m, 2, 4}});
       in.push_back({{2, m, 2, 4}});
     }
-    c.push_back({name, in, {},
-                 [m, causal](const Vars& v, const Tensors&) {
-                   return ag::attention(v[0], v[1], v[2], m ? v[3] : Variable(), m ? v[4] : Variable(), 0.5, causal);
+    if (gated) in.push_back({{2, 2}, true, 0.1, 1.5});
+    c.push_back({name,
+                 in,
+                 {},
+                 [m, causal, gated](const Vars& v, const Tensors&) {
+                   return ag::attention(v[0], v[1], v[2], m ? v[3] : Variable(), m ? v[4] : Variable(), 0.5, causal,
+                                        gated ? v[5] : Variable());
                  },
-                 [m, causal](const Tensors& x, const Tensors&) {
-                   return ref::attention(x[0], x[1], x[2], m ? x[3] : Tensor(), m ? x[4] : Tensor(), 0.5, causal);
+                 [m, causal, gated](const Tensors& x, const Tensors&) {
+                   return ref::attention(x[0], x[1], x[2], m ? x[3] : Tensor(), m ? x[4] : Tensor(), 0.5, causal,
+                                         gated ? x[5] : Tensor());
                  }});
   };
   attn("attention_causal", 4, 4, 0, true);
   attn("attention_memory", 4, 4, 3, true);
   attn("attention_memory_decode", 2, 5, 3, true);  // queries at the end of a longer key sequence
   attn("attention_memory_full", 3, 3, 2, false);
+  attn("attention_memory_gated", 4, 4, 3, true, true);
+  attn("attention_memory_gated_decode", 2, 5, 3, true, true);
+  attn("attention_memory_gated_full", 3, 3, 2, false, true);
 
   c.push_back({"cross_entropy", {{{6, 7}, true, -3, 3}},
                [](const Philox& r) {
@@ -519,6 +528,105 @@ TEST(OpHarnessExtra, LinearBiasWithStoredAndTransposedWeights) {
     EXPECT_LT(max_rel_error(y, want), 1e-14);
   }
   EXPECT_THROW(ops::linear(x, w, Tensor::ones({4}, DType::f64)), Error);
+}
+
+double max_abs(const Tensor& t) { return max_abs_diff(t, Tensor::zeros(t.shape(), t.dtype())); }
+
+// The memory gate's two ends: g = 0 is attention without the memory (out and lse, to rounding; the
+// q/k/v gradients too, the memory's are 0), g = 1 is the ungated op bit for bit; and a mixed gate
+// gives each sequence of the batch its own (sequence 0 closed, sequence 1 open).
+TEST(OpHarnessExtra, AttentionGateZeroHidesTheMemoryAndOneIsUngated) {
+  const int64_t B = 2, T = 6, H = 4, G = 2, hd = 8, m = 3;
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double tol = dt == DType::f64 ? 1e-14 : 1e-6;
+    Tensor q = rand_uniform({B, T, H, hd}, Philox(test_seed(), 71), -1, 1, dt);
+    Tensor k = rand_uniform({B, T, G, hd}, Philox(test_seed(), 72), -1, 1, dt);
+    Tensor v = rand_uniform({B, T, G, hd}, Philox(test_seed(), 73), -1, 1, dt);
+    Tensor mk = rand_uniform({B, m, G, hd}, Philox(test_seed(), 74), -2, 2, dt);
+    Tensor mv = rand_uniform({B, m, G, hd}, Philox(test_seed(), 75), -1, 1, dt);
+    Tensor dout = rand_uniform({B, T, H, hd}, Philox(test_seed(), 76), -1, 1, dt);
+    const double scale = 0.4;
+    const Tensor zero = Tensor::zeros({B, G}, dt), one = Tensor::ones({B, G}, dt);
+
+    ops::AttentionOut plain = ops::attention(q, k, v, {}, {}, scale);
+    ops::AttentionOut closed = ops::attention(q, k, v, mk, mv, scale, true, zero);
+    EXPECT_LT(max_rel_error(closed.out, plain.out), tol);
+    EXPECT_LT(max_rel_error(closed.lse, plain.lse), tol);
+    ops::AttentionGrads gp = ops::attention_backward(dout, q, k, v, {}, {}, plain.out, plain.lse, scale);
+    ops::AttentionGrads gc = ops::attention_backward(dout, q, k, v, mk, mv, closed.out, closed.lse, scale, true, zero);
+    EXPECT_LT(max_rel_error(gc.dq, gp.dq), tol);
+    EXPECT_LT(max_rel_error(gc.dk, gp.dk), tol);
+    EXPECT_LT(max_rel_error(gc.dv, gp.dv), tol);
+    EXPECT_EQ(max_abs(gc.dmem_k), 0.0);
+    EXPECT_EQ(max_abs(gc.dmem_v), 0.0);
+    ASSERT_TRUE(gc.dmem_gate.defined());
+    EXPECT_EQ(shape_str(gc.dmem_gate.shape()), "[2, 2]");
+    EXPECT_GT(max_abs(gc.dmem_gate), 1e-6) << "a closed gate must still get a gradient";
+
+    ops::AttentionOut mem = ops::attention(q, k, v, mk, mv, scale);
+    ops::AttentionOut open = ops::attention(q, k, v, mk, mv, scale, true, one);
+    EXPECT_EQ(max_abs_diff(open.out, mem.out), 0.0);
+    EXPECT_EQ(max_abs_diff(open.lse, mem.lse), 0.0);
+    ops::AttentionGrads gm = ops::attention_backward(dout, q, k, v, mk, mv, mem.out, mem.lse, scale);
+    ops::AttentionGrads go = ops::attention_backward(dout, q, k, v, mk, mv, open.out, open.lse, scale, true, one);
+    for (auto [got, want] :
+         {std::pair{go.dq, gm.dq}, {go.dk, gm.dk}, {go.dv, gm.dv}, {go.dmem_k, gm.dmem_k}, {go.dmem_v, gm.dmem_v}})
+      EXPECT_EQ(max_abs_diff(got, want), 0.0);
+
+    Tensor mixed = Tensor::from_vector<double>({0, 0, 1, 1}, {B, G}).to(dt);
+    ops::AttentionOut mx = ops::attention(q, k, v, mk, mv, scale, true, mixed);
+    EXPECT_LT(max_rel_error(mx.out.select(0, 0).contiguous(), plain.out.select(0, 0).contiguous()), tol);
+    EXPECT_EQ(max_abs_diff(mx.out.select(0, 1).contiguous(), mem.out.select(0, 1).contiguous()), 0.0);
+  }
+}
+
+// dL/dg at g = 0 (where central differences would step to g < 0) against a one-sided difference in
+// f64, and against the closed form sum (e^{s_m} / Z) (dO . v_m - dO . O) from the definition.
+TEST(OpHarnessExtra, AttentionGateGradientAtZeroMatchesOneSidedDifference) {
+  const int64_t B = 2, T = 5, H = 4, G = 2, hd = 4, m = 3;
+  const DType dt = DType::f64;
+  Tensor q = rand_uniform({B, T, H, hd}, Philox(test_seed(), 81), -1, 1, dt);
+  Tensor k = rand_uniform({B, T, G, hd}, Philox(test_seed(), 82), -1, 1, dt);
+  Tensor v = rand_uniform({B, T, G, hd}, Philox(test_seed(), 83), -1, 1, dt);
+  Tensor mk = rand_uniform({B, m, G, hd}, Philox(test_seed(), 84), -1, 1, dt);
+  Tensor mv = rand_uniform({B, m, G, hd}, Philox(test_seed(), 85), -1, 1, dt);
+  Tensor w = rand_uniform({B, T, H, hd}, Philox(test_seed(), 86), -1, 1, dt);
+  const double scale = 0.5, h = 1e-7;
+  Tensor gate = Tensor::zeros({B, G}, dt);
+  auto loss = [&](const Tensor& g) { return ops::dot(ops::attention(q, k, v, mk, mv, scale, true, g).out, w).item(); };
+  ops::AttentionOut r = ops::attention(q, k, v, mk, mv, scale, true, gate);
+  ops::AttentionGrads gr = ops::attention_backward(w, q, k, v, mk, mv, r.out, r.lse, scale, true, gate);
+  const double l0 = loss(gate);
+  for (int64_t i = 0; i < B * G; ++i) {
+    Tensor gh = gate.clone();
+    gh.data<double>()[i] = h;
+    const double fd = (loss(gh) - l0) / h, got = gr.dmem_gate.data<double>()[i];
+    EXPECT_NEAR(got, fd, 1e-5 * std::max(1.0, std::abs(fd))) << "gate " << i;
+  }
+  // The closed form: the ungated memory probabilities against the closed gate's output and lse.
+  std::vector<double> want(static_cast<size_t>(B * G), 0.0);
+  const double* Q = q.data<double>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t hh = 0; hh < H; ++hh) {
+        const int64_t g = hh / (H / G), row = (b * T + t) * H + hh;
+        double dO_O = 0;
+        for (int64_t e = 0; e < hd; ++e) dO_O += w.data<double>()[row * hd + e] * r.out.data<double>()[row * hd + e];
+        for (int64_t j = 0; j < m; ++j) {
+          double s = 0, dO_v = 0;
+          for (int64_t e = 0; e < hd; ++e) {
+            s += Q[row * hd + e] * mk.data<double>()[((b * m + j) * G + g) * hd + e];
+            dO_v += w.data<double>()[row * hd + e] * mv.data<double>()[((b * m + j) * G + g) * hd + e];
+          }
+          want[static_cast<size_t>(b * G + g)] += std::exp(s * scale - r.lse.data<double>()[row]) * (dO_v - dO_O);
+        }
+      }
+  for (int64_t i = 0; i < B * G; ++i) EXPECT_NEAR(gr.dmem_gate.data<double>()[i], want[static_cast<size_t>(i)], 1e-12);
+  // A gate in another dtype is taken in the statistics dtype, its gradient comes back in its own.
+  ops::AttentionGrads g32 = ops::attention_backward(w, q, k, v, mk, mv, r.out, r.lse, scale, true, gate.to(DType::f32));
+  EXPECT_EQ(g32.dmem_gate.dtype(), DType::f32);
+  EXPECT_THROW(ops::attention(q, k, v, mk, mv, scale, true, Tensor::zeros({B, G + 1}, dt)), Error);
 }
 
 TEST(OpHarnessExtra, HardConcreteDeterministicValue) {

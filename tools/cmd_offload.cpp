@@ -51,6 +51,8 @@ void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& n
       ->capture_default_str();
   sub.add_option("--penalty", s.penalty, "lagrangian: the fixed quadratic weight mu")->capture_default_str();
   sub.add_option("--lr-gates", s.lr_gates, "AdamW lr of log_alpha")->capture_default_str();
+  sub.add_option("--lr-memory-gate", s.lr_memory_gate, "AdamW lr of the memory gates (--kv-init neutral)")
+      ->capture_default_str();
   sub.add_option("--lr-lambda", s.lr_lambda, "lagrangian: SGD ascent rate of lambda1")->capture_default_str();
   sub.add_option("--lr-memory", s.lr_memory, "AdamW lr of LoRA and KV memories")->capture_default_str();
   sub.add_flag("--no-lora", no_lora, "learn no LoRA adapters");
@@ -60,7 +62,10 @@ void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& n
   sub.add_option("--rank", s.memory.rank, "LoRA rank r")->capture_default_str();
   sub.add_option("--alpha", s.memory.alpha, "LoRA alpha")->capture_default_str();
   sub.add_option("--slots", s.memory.slots, "KV memory slots m per layer and KV head")->capture_default_str();
-  sub.add_option("--kv-init", s.memory.kv_init, "KV memory init: text or random")->capture_default_str();
+  sub.add_option("--kv-init", s.memory.kv_init,
+                 "KV memory init: text, random or neutral (text keys/values behind a per-layer, per-KV-head "
+                 "memory gate that starts at 0)")
+      ->capture_default_str();
   sub.add_option("--kd", s.kd, "distillation weight kappa of KL(p_dense || p_model) per token (0 = off)")
       ->capture_default_str();
   sub.add_option("--recovery-steps", s.recovery_steps, "memory-only steps on the fixed final mask")->capture_default_str();

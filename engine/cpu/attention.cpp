@@ -29,6 +29,12 @@
 // enter the GEMMs with p = 0, so a non-finite key or value seen by a later row of the same tile can
 // turn an earlier row's 0 * inf into NaN; with finite inputs masked keys contribute exactly nothing.)
 //
+// Memory gate g = mem_gate[b, g] (engine/cpu/attention.h): log g is added to the tile's m slot columns of
+// S right after the scores (forward and backward alike), so the max, the softmax and every product see
+// the gated logits (a tiny g does not flush the real keys, as scaling the exponentials after the max
+// would), and g = 0 is one more -inf, i.e. a masked key. The backward first takes, per row, the ungated
+// e^{s_m - lse} (dp_m - D) over the slot columns into dgate (finite at g = 0), then gates the columns.
+//
 // Probabilities below the smallest normal number are set to 0 (exp_flush: e^x for x < -87 in float,
 // p < DBL_MIN in double): they contribute nothing measurable and subnormal arithmetic crawls.
 // float uses a vectorisable exp (Cephes polynomial, about 1 ulp); double keeps std::exp, so the f64
@@ -290,6 +296,26 @@ inline int64_t real_row0(const AttentionDims& d, int64_t b, int64_t g) {
   return (b * d.tk * d.groups + g) * d.head_dim;
 }
 
+// Adds log g to the m memory columns of every row of a score tile (g = 0: -inf, the slots are masked).
+template <typename T>
+inline void gate_memory_columns(T* s, int64_t ld, int64_t rows, int64_t m, T gate) {
+  const T lg = std::log(gate);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < m; ++j) s[r * ld + j] += lg;
+}
+
+// The gate's gradient from one backward tile, before gating: sum over rows and memory columns of
+// e^{s - lse} (dp - D), the ungated probabilities; rows with lse = -inf saw nothing and add nothing.
+template <typename T>
+inline T gate_grad_tile(const T* s, const T* dp, int64_t ld, int64_t rows, int64_t m, const T* lse, const T* dsums) {
+  T acc = T(0);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (lse[r] == -INFINITY) continue;
+    for (int64_t j = 0; j < m; ++j) acc += std::exp(s[r * ld + j] - lse[r]) * (dp[r * ld + j] - dsums[r]);
+  }
+  return acc;
+}
+
 // Query positions per tile: about kTileRows stacked rows (at least one position).
 template <typename T>
 int64_t tile_positions(const AttentionDims& d) {
@@ -300,7 +326,7 @@ int64_t tile_positions(const AttentionDims& d) {
 }  // namespace
 
 template <typename T>
-void attention(const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v, T* out, T* lse,
+void attention(const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v, const T* mem_gate, T* out, T* lse,
                const AttentionDims& d, T scale, bool causal) {
   const int64_t hd = d.head_dim, rep = d.heads / d.groups, m = d.mem, ks = d.groups * hd;
   const int64_t ld = padded(std::max<int64_t>(m + d.tk, 1)), tile_pos = tile_positions<T>(d), max_rows = tile_pos * rep;
@@ -320,6 +346,7 @@ void attention(const T* q, const T* k, const T* v, const T* mem_k, const T* mem_
           const T *kr = k + real_row0(d, b, g), *vr = v + real_row0(d, b, g);
           gather_tile(qb.data(), q, d, t);
           tile_scores(s.data(), ld, qb.data(), hd, km, kr, ks, t.rows, m, t.nk, hd, scale);
+          if (mem_gate && m > 0) gate_memory_columns(s.data(), ld, t.rows, m, mem_gate[b * d.groups + g]);
           tile_visible(nvis.data(), d, t, causal);
           softmax_tile(s.data(), ld, t.rows, t.ncols, nvis.data(), inv.data(), lb.data());
           tile_times_kv(ob.data(), hd, s.data(), ld, vm, vr, ks, t.rows, m, t.nk, hd, T(1));
@@ -342,9 +369,9 @@ void attention(const T* q, const T* k, const T* v, const T* mem_k, const T* mem_
 }
 
 template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v, const T* out,
-                        const T* lse, T* dq, T* dk, T* dv, T* dmem_k, T* dmem_v, const AttentionDims& d, T scale,
-                        bool causal) {
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v,
+                        const T* mem_gate, const T* out, const T* lse, T* dq, T* dk, T* dv, T* dmem_k, T* dmem_v,
+                        T* dmem_gate, const AttentionDims& d, T scale, bool causal) {
   const int64_t hd = d.head_dim, rep = d.heads / d.groups, m = d.mem, ks = d.groups * hd;
   const int64_t ld = padded(std::max<int64_t>(m + d.tk, 1)), tile_pos = tile_positions<T>(d), max_rows = tile_pos * rep;
   const int64_t ntiles = (d.tq + tile_pos - 1) / tile_pos;
@@ -368,6 +395,7 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
           zero_rows(dkm, m, hd, ks);
           zero_rows(dvm, m, hd, ks);
         }
+        T dgate = T(0);
         for (int64_t ti = 0; ti < ntiles; ++ti) {
           const Tile t = make_tile(d, b, g, ti, tile_pos, causal);
           gather_tile(qb.data(), q, d, t);
@@ -381,6 +409,10 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
           }
           tile_scores(s.data(), ld, qb.data(), hd, km, kr, ks, t.rows, m, t.nk, hd, scale);
           tile_scores(dp.data(), ld, dob.data(), hd, vm, vr, ks, t.rows, m, t.nk, hd, T(1));
+          if (mem_gate && m > 0) {
+            dgate += gate_grad_tile(s.data(), dp.data(), ld, t.rows, m, lb.data(), db.data());
+            gate_memory_columns(s.data(), ld, t.rows, m, mem_gate[b * d.groups + g]);
+          }
           tile_visible(nvis.data(), d, t, causal);
           grad_tile(s.data(), dp.data(), ld, t.rows, t.ncols, nvis.data(), lb.data(), db.data());
           tile_t_times(dvm, dvr, ks, s.data(), ld, dob.data(), hd, t.rows, m, t.nk, hd, T(1));
@@ -389,15 +421,17 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
           for (int64_t p = 0; p < t.np; ++p)
             std::copy_n(dqb.data() + p * rep * hd, rep * hd, dq + row_offset(d, t, p));
         }
+        if (mem_gate && dmem_gate) dmem_gate[b * d.groups + g] = dgate;
       }
     }
   }
 }
 
 #define KOFF_INSTANTIATE(T)                                                                                            \
-  template void attention<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, const AttentionDims&, T, bool); \
+  template void attention<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, const AttentionDims&, \
+                             T, bool);                                                                                 \
   template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, const T*, const T*,  \
-                                      T*, T*, T*, T*, T*, const AttentionDims&, T, bool);
+                                      const T*, T*, T*, T*, T*, T*, T*, const AttentionDims&, T, bool);
 KOFF_INSTANTIATE(float)
 KOFF_INSTANTIATE(double)
 #undef KOFF_INSTANTIATE

@@ -10,6 +10,14 @@
 //
 //   lse = log sum_j exp(s_j),  out = sum_j exp(s_j - lse) v_j
 //
+// Memory gate (optional, mem_gate [B, G], null = no gate): the m slots of (b, g) enter with their
+// attention mass scaled by gate[b, g] >= 0, i.e. each memory score gets + log g:
+//
+//   out = (g sum_m e^{s_m} v_m + sum_t e^{s_t} v_t) / Z,  Z = g sum_m e^{s_m} + sum_t e^{s_t},  lse = log Z
+//
+// g = 0 hides the memory exactly (log 0 = -inf is a masked key: out and lse are those of attention
+// without memory), g = 1 is the ungated op bit for bit. A negative g is outside the domain (NaN).
+//
 // Both kernels work on query tiles (consecutive positions of one (b, g), all H/G heads of the group
 // stacked) with small OpenBLAS GEMMs against the keys the tile can see, and a vectorised softmax step
 // in between; no [Tq, Tk] matrix, O(tile x (m + Tk)) scratch per thread (attention.cpp has the details).
@@ -18,6 +26,9 @@
 // Backward recomputes p_j = exp(s_j - lse) from the saved lse, with D = dout . out:
 //   dv_j += p_j dout,  dp_j = dout . v_j,  ds_j = p_j (dp_j - D),
 //   dq += scale ds_j k_j,  dk_j += scale ds_j q
+// With a gate, p_m = g e^{s_m - lse} for the slots, and (dmem_gate [B, G], written when mem_gate is given)
+//   dgate[b, g] = sum over the group's query rows and slots m of e^{s_m - lse} (dp_m - D)
+// which is finite at g = 0 (the ungated probabilities, not ds_m / g). Rows with lse = -inf add nothing.
 // Work is split over (b, g) pairs: every query head of a group writes the same dk/dv/dmem rows, and
 // owning the whole group in one task makes those sums race-free and deterministic.
 #pragma once
@@ -31,12 +42,12 @@ struct AttentionDims {
 };
 
 template <typename T>
-void attention(const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v, T* out, T* lse,
+void attention(const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v, const T* mem_gate, T* out, T* lse,
                const AttentionDims& dims, T scale, bool causal);
 
 template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v, const T* out,
-                        const T* lse, T* dq, T* dk, T* dv, T* dmem_k, T* dmem_v, const AttentionDims& dims, T scale,
-                        bool causal);
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* mem_k, const T* mem_v,
+                        const T* mem_gate, const T* out, const T* lse, T* dq, T* dk, T* dv, T* dmem_k, T* dmem_v,
+                        T* dmem_gate, const AttentionDims& dims, T scale, bool causal);
 
 }  // namespace koff::cpu

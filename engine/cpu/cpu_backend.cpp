@@ -223,23 +223,25 @@ class CpuBackend final : public Backend {
   }
 
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
-                 double scale, bool causal, Tensor& out, Tensor& lse) override {
+                 const Tensor& mem_gate, double scale, bool causal, Tensor& out, Tensor& lse) override {
     const cpu::AttentionDims dims = attention_dims(q, k, mem_k);
     on_float(q, "attention", [&](auto tag) {
       using T = decltype(tag);
-      cpu::attention<T>(ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(mem_k), ptr<T>(mem_v), mut<T>(out), mut<T>(lse), dims,
-                        static_cast<T>(scale), causal);
+      cpu::attention<T>(ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(mem_k), ptr<T>(mem_v), ptr<T>(mem_gate), mut<T>(out),
+                        mut<T>(lse), dims, static_cast<T>(scale), causal);
     });
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
-                          const Tensor& mem_v, const Tensor& out, const Tensor& lse, double scale, bool causal,
-                          Tensor& dq, Tensor& dk, Tensor& dv, Tensor& dmem_k, Tensor& dmem_v) override {
+                          const Tensor& mem_v, const Tensor& mem_gate, const Tensor& out, const Tensor& lse,
+                          double scale, bool causal, Tensor& dq, Tensor& dk, Tensor& dv, Tensor& dmem_k, Tensor& dmem_v,
+                          Tensor& dmem_gate) override {
     const cpu::AttentionDims dims = attention_dims(q, k, mem_k);
     on_float(q, "attention_backward", [&](auto tag) {
       using T = decltype(tag);
       cpu::attention_backward<T>(ptr<T>(dout), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(mem_k), ptr<T>(mem_v),
-                                 ptr<T>(out), ptr<T>(lse), mut<T>(dq), mut<T>(dk), mut<T>(dv), mut<T>(dmem_k),
-                                 mut<T>(dmem_v), dims, static_cast<T>(scale), causal);
+                                 ptr<T>(mem_gate), ptr<T>(out), ptr<T>(lse), mut<T>(dq), mut<T>(dk), mut<T>(dv),
+                                 mut<T>(dmem_k), mut<T>(dmem_v), mut<T>(dmem_gate), dims, static_cast<T>(scale),
+                                 causal);
     });
   }
 

@@ -40,8 +40,8 @@ void validate(const OffloadJob& job) {
   KOFF_CHECK(s.learn_mask || (s.target == 0 && s.has_memory()),
              "--no-mask learns memories on the dense model: it needs --target 0 and LoRA or KV memories");
   KOFF_CHECK(std::isfinite(s.penalty) && s.penalty >= 0, "--penalty must be finite and >= 0, got {}", s.penalty);
-  KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random", "--kv-init must be text or random, got '{}'",
-             s.memory.kv_init);
+  KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random" || s.memory.kv_init == "neutral",
+             "--kv-init must be text, random or neutral, got '{}'", s.memory.kv_init);
   KOFF_CHECK(job.save_dtype == "f32" || job.save_dtype == "bf16", "--save-dtype must be f32 or bf16");
   KOFF_CHECK(job.bucket_mb > 0, "--bucket-mb must be positive, got {}", job.bucket_mb);
   KOFF_CHECK(job.dtype == DType::f32 || job.dtype == DType::bf16, "--dtype must be f32 or bf16");

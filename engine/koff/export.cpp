@@ -217,6 +217,14 @@ void export_memory(const MemoryBank& bank, int64_t d, const FinalMask& mask, con
       }
       compact_t.emplace_back(fmt::format("layers.{}.kv_keys", l), ck);
       compact_t.emplace_back(fmt::format("layers.{}.kv_values", l), cv);
+      if (t.kv_gate.defined()) {  // the memory gate of the kept KV heads, [G']
+        Tensor gate = t.kv_gate.data().select(0, d).to(Device::cpu());
+        Tensor cg = Tensor::empty({static_cast<int64_t>(p.groups.size())}, gate.dtype());
+        for (size_t g = 0; g < p.groups.size(); ++g)
+          cg.slice(0, static_cast<int64_t>(g), static_cast<int64_t>(g) + 1)
+              .copy_(gate.slice(0, p.groups[g], p.groups[g] + 1));
+        compact_t.emplace_back(fmt::format("layers.{}.kv_gate", l), cg);
+      }
     }
   }
   fs::create_directories(fs::path(dir) / "peft");
@@ -271,6 +279,15 @@ LoadedMemory load_memory(const std::string& dir, const nn::Transformer& backbone
     if (m.config.kv) {
       m.kv_keys.push_back(f.load(fmt::format("layers.{}.kv_keys", l), dt).unsqueeze(0).contiguous().to(dev));
       m.kv_values.push_back(f.load(fmt::format("layers.{}.kv_values", l), dt).unsqueeze(0).contiguous().to(dev));
+      // A memory gate ([G], kv_init "neutral") as [1, G] in attention's statistics dtype; absent: ungated.
+      const std::string gate = fmt::format("layers.{}.kv_gate", l);
+      if (f.has(gate)) {
+        Tensor g = f.load(gate, dt == DType::f64 ? DType::f64 : DType::f32);
+        KOFF_CHECK(g.dim() == 1 && g.size(0) == m.kv_keys.back().size(2), "{}: {} has shape {} for {} KV heads", dir,
+                   gate, shape_str(g.shape()), m.kv_keys.back().size(2));
+        m.kv_gates.resize(static_cast<size_t>(l));
+        m.kv_gates.push_back(g.unsqueeze(0).contiguous().to(dev));
+      }
     }
   }
   return m;
@@ -283,6 +300,7 @@ std::vector<nn::LayerHooks> LoadedMemory::hooks() const {
     if (!kv_keys.empty() && kv_keys[l].size(2) > 0) {
       hooks[l].mem_k = ag::Variable(kv_keys[l]);
       hooks[l].mem_v = ag::Variable(kv_values[l]);
+      if (l < kv_gates.size() && kv_gates[l].defined()) hooks[l].mem_gate = ag::Variable(kv_gates[l]);
     }
     if (!lora[l].empty()) {
       const auto* table = &lora[l];

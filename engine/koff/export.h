@@ -37,6 +37,7 @@ struct LoadedMemory {
   // per layer: proj -> (A [r, in], B [out, r]); KV [1, m, G, hd]
   std::vector<std::map<Proj, std::pair<Tensor, Tensor>>> lora;
   std::vector<Tensor> kv_keys, kv_values;
+  std::vector<Tensor> kv_gates;  // per layer [1, G] f32 when the memory has a gate (undefined/short: ungated)
   std::vector<nn::LayerHooks> hooks() const;
 };
 LoadedMemory load_memory(const std::string& dir, const nn::Transformer& backbone);

@@ -75,6 +75,8 @@ MemoryBank::MemoryBank(const nn::Transformer& model, const MemoryConfig& config,
       t.kv_k = Variable(randn({D, n}, Philox(seed, ++stream), dtype, 0.02).to(device), true, fmt::format("kv.{}.keys", l));
       t.kv_v = Variable(randn({D, n}, Philox(seed, ++stream), dtype, 0.02).to(device), true,
                         fmt::format("kv.{}.values", l));
+      if (config.kv_gated())
+        t.kv_gate = Variable(Tensor::zeros({D, kv_heads_}, dtype, device), true, fmt::format("kv.{}.gate", l));
     }
     layers_.push_back(std::move(t));
   }
@@ -136,8 +138,23 @@ std::vector<Variable> MemoryBank::kv_parameters() const {
     if (t.kv_k.defined()) {
       out.push_back(t.kv_k);
       out.push_back(t.kv_v);
+      if (t.kv_gate.defined()) out.push_back(t.kv_gate);
     }
   return out;
+}
+
+// On the host: the tables are [D, G] per layer, too small for a kernel to pay off.
+void MemoryBank::project_gates() {
+  for (auto& t : layers_) {
+    if (!t.kv_gate.defined()) continue;
+    Tensor& g = t.kv_gate.mutable_data();
+    Tensor h = g.to(Device::cpu()).to(DType::f64).clone();
+    double* p = h.data<double>();
+    bool changed = false;
+    for (int64_t i = 0; i < h.numel(); ++i)
+      if (!(p[i] >= 0.0)) p[i] = 0.0, changed = true;  // NaN too: a gate must stay a valid mass
+    if (changed) g.copy_(h.to(g.dtype()).to(g.device()));
+  }
 }
 
 std::vector<nn::LayerHooks> MemoryBank::hooks(const Tensor& domain_ids_any, const std::vector<Variable>* head_gates,
@@ -156,6 +173,8 @@ std::vector<nn::LayerHooks> MemoryBank::hooks(const Tensor& domain_ids_any, cons
     if (t.kv_k.defined()) {
       h.mem_k = ag::reshape(ag::cast(ag::embedding(t.kv_k, domain_ids), cd), {B, m, kv_heads_, head_dim_});
       h.mem_v = ag::reshape(ag::cast(ag::embedding(t.kv_v, domain_ids), cd), {B, m, kv_heads_, head_dim_});
+      // The gate stays in the tables' dtype (f32): attention takes it in its statistics dtype.
+      if (t.kv_gate.defined()) h.mem_gate = ag::embedding(t.kv_gate, domain_ids);
     }
     if (!t.lora_a.empty()) {
       h.adapt = [&t, domain_ids, B, r, lora_scale, cd](Proj p, const Variable& x, const Variable& y) -> Variable {
@@ -203,6 +222,8 @@ io::NamedTensors MemoryBank::domain_tensors(int64_t d) const {
                        t.kv_k.data().select(0, d).reshape({m, kv_heads_, head_dim_}).to(Device::cpu()).clone());
       out.emplace_back(fmt::format("layers.{}.kv_values", l),
                        t.kv_v.data().select(0, d).reshape({m, kv_heads_, head_dim_}).to(Device::cpu()).clone());
+      if (t.kv_gate.defined())
+        out.emplace_back(fmt::format("layers.{}.kv_gate", l), t.kv_gate.data().select(0, d).to(Device::cpu()).clone());
     }
   }
   return out;

@@ -5,6 +5,11 @@
 //   LoRA on projection W of layer l:  A_table [D, r*in], B_table [D, out*r]
 //       y = W x + (alpha/r) * B_d (A_d x),  A Kaiming-uniform (bound 1/sqrt(in)), B = 0
 //   KV memory of layer l:  K_table, V_table [D, m*G*hd]  ->  mem_k/mem_v [B, m, G, hd]
+//   memory gate of layer l (kv_init "neutral" only):  gate_table [D, G] -> mem_gate [B, G], init 0
+// The gate scales the memory's attention mass per domain, layer and KV head (ops::attention): 0 at init,
+// so training starts from the base model's attention exactly, and it opens where the memory helps.
+// It is kept >= 0 by project_gates() after each optimizer step (a projection: a parameterisation such as
+// g = softplus(x) or x^2 cannot start at exactly 0 with a nonzero gradient).
 // Memory keys are position-free: they are used as given, in the rotated (post-RoPE, post-k-norm)
 // space of the real keys, and every query sees them.
 #pragma once
@@ -29,7 +34,10 @@ struct MemoryConfig {
   double alpha = 16;
   std::vector<Proj> targets = {Proj::q, Proj::k, Proj::v, Proj::o, Proj::gate, Proj::up, Proj::down};
   int64_t slots = 16;               // m, memory slots per layer and KV head
-  std::string kv_init = "text";     // "text": the frozen model's own keys/values of a domain text; "random": N(0, 0.02)
+  // "text": the frozen model's own keys/values of a domain text; "random": N(0, 0.02); "neutral": as
+  // "text", plus a memory gate per layer and KV head that starts at 0 (the memory starts invisible).
+  std::string kv_init = "text";
+  bool kv_gated() const { return kv && kv_init == "neutral"; }
   nlohmann::json to_json() const;
   static MemoryConfig from_json(const nlohmann::json& j);
 };
@@ -53,7 +61,9 @@ class MemoryBank {
   Device device() const;                          // where the tables live (the model's device)
   int64_t domain_index(const std::string& name) const;  // error naming the domain when unknown
   std::vector<Variable> lora_parameters() const;
-  std::vector<Variable> kv_parameters() const;
+  std::vector<Variable> kv_parameters() const;  // keys, values and (kv_init "neutral") the gate tables
+  // Clamps the memory gates at 0 (after each optimizer step); a no-op without gates.
+  void project_gates();
 
   // Layer hooks for a batch whose sequence b belongs to domain domain_ids[b] (i64 [B]); gates
   // (z per layer) are added when given.
@@ -65,12 +75,14 @@ class MemoryBank {
   void load_state(const std::function<Tensor(const std::string&)>& get);
 
   // One domain's memory as the tensors of memory.safetensors: "layers.{l}.{proj}.lora_A" [r, in],
-  // "...lora_B" [out, r], "layers.{l}.kv_keys" / "kv_values" [m, G, hd].
+  // "...lora_B" [out, r], "layers.{l}.kv_keys" / "kv_values" [m, G, hd], and with a gate
+  // "layers.{l}.kv_gate" [G] (a memory without one is ungated: gate 1).
   io::NamedTensors domain_tensors(int64_t domain) const;
 
   struct LayerTables {
     std::map<Proj, Variable> lora_a, lora_b;  // [D, r*in], [D, out*r]
     Variable kv_k, kv_v;                      // [D, m*G*hd]
+    Variable kv_gate;                         // [D, G] (kv_init "neutral"), else undefined
     std::map<Proj, std::pair<int64_t, int64_t>> io;  // proj -> (in, out)
   };
   std::vector<LayerTables>& layers() { return layers_; }

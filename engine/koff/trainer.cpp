@@ -19,7 +19,7 @@ json OffloadSettings::to_json() const {
   return {{"target", target}, {"steps", steps}, {"batch", batch}, {"seq", seq}, {"accum", accum},
           {"warmup_frac", warmup_frac}, {"sparsity_control", sparsity_control}, {"penalty", penalty},
           {"clamp_log_alpha", clamp_log_alpha}, {"learn_mask", learn_mask}, {"lr_gates", lr_gates},
-          {"lr_lambda", lr_lambda}, {"lr_memory", lr_memory}, {"memory_warmup_frac", memory_warmup_frac},
+          {"lr_lambda", lr_lambda}, {"lr_memory", lr_memory}, {"lr_memory_gate", lr_memory_gate}, {"memory_warmup_frac", memory_warmup_frac},
           {"init_log_alpha", init_log_alpha}, {"kd", kd}, {"seed", seed}, {"log_every", log_every},
           {"checkpoint_every", checkpoint_every}, {"recovery_steps", recovery_steps}, {"memory", memory.to_json()}};
 }
@@ -33,7 +33,7 @@ OffloadSettings OffloadSettings::from_json(const json& j) {
   get("warmup_frac", s.warmup_frac), get("sparsity_control", s.sparsity_control), get("penalty", s.penalty);
   get("clamp_log_alpha", s.clamp_log_alpha), get("learn_mask", s.learn_mask);
   get("lr_gates", s.lr_gates), get("lr_lambda", s.lr_lambda);
-  get("lr_memory", s.lr_memory), get("memory_warmup_frac", s.memory_warmup_frac);
+  get("lr_memory", s.lr_memory), get("lr_memory_gate", s.lr_memory_gate), get("memory_warmup_frac", s.memory_warmup_frac);
   get("init_log_alpha", s.init_log_alpha), get("kd", s.kd), get("seed", s.seed), get("log_every", s.log_every);
   get("checkpoint_every", s.checkpoint_every), get("recovery_steps", s.recovery_steps);
   if (j.contains("memory")) s.memory = MemoryConfig::from_json(j.at("memory"));
@@ -78,13 +78,20 @@ OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::str
   if (s.learn_mask) opt_.add_group("gates", gates_.parameters(), {s.lr_gates, 0.9, 0.999, 1e-8, 0.0});
   if (s.has_memory()) {
     bank_ = std::make_unique<MemoryBank>(base, s.memory, domains_, s.seed);
-    if (s.memory.kv && s.memory.kv_init == "text") bank_->init_kv_from_text(base, streams_, s.seed);
-    else KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random",
-                    "--kv-init must be text or random, got '{}'", s.memory.kv_init);
-    std::vector<ag::Variable> mem = bank_->lora_parameters(), kv = bank_->kv_parameters();
-    mem.insert(mem.end(), kv.begin(), kv.end());
-    opt_.add_group("memory", mem, {s.lr_memory, 0.9, 0.999, 1e-8, 0.0});
-    recovery_opt_.add_group("memory", mem, {s.lr_memory, 0.9, 0.999, 1e-8, 0.0});
+    if (s.memory.kv && (s.memory.kv_init == "text" || s.memory.kv_init == "neutral"))
+      bank_->init_kv_from_text(base, streams_, s.seed);
+    else
+      KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random" || s.memory.kv_init == "neutral",
+                 "--kv-init must be text, random or neutral, got '{}'", s.memory.kv_init);
+    // The memory gates (--kv-init neutral) in their own group: at the memories' 1e-3 they open by
+    // ~1e-3 a step, too slowly to matter within a run (measured: 0.004-0.008 after 100 steps).
+    std::vector<ag::Variable> mem = bank_->lora_parameters(), mem_gates;
+    for (auto& v : bank_->kv_parameters())
+      (v.name().ends_with(".gate") ? mem_gates : mem).push_back(v);
+    for (nn::AdamW* o : {&opt_, &recovery_opt_}) {
+      o->add_group("memory", mem, {s.lr_memory, 0.9, 0.999, 1e-8, 0.0});
+      if (!mem_gates.empty()) o->add_group("memory_gate", mem_gates, {s.lr_memory_gate, 0.9, 0.999, 1e-8, 0.0});
+    }
   }
   if (distributed()) {
     KOFF_CHECK(s.batch >= comm_->world_size(),
@@ -192,10 +199,10 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
   if (!recovery) {
     // Sparsity control (engine/koff/sparsity_control.h) around the optimiser step of log_alpha.
     if (s.learn_mask) controller_.begin_step(step);
-    std::vector<double> scales;
-    if (s.learn_mask) scales.push_back(1.0);
-    scales.push_back(memory_lr_scale(step, s.steps));
+    std::vector<double> scales;  // gates at their lr; memories (and their gates) on warmup + cosine
+    for (const auto& g : opt_.groups()) scales.push_back(g.name == "gates" ? 1.0 : memory_lr_scale(step, s.steps));
     opt_.step(scales);
+    if (bank_) bank_->project_gates();  // memory gates stay >= 0
     opt_.zero_grad();
     if (s.learn_mask) {
       controller_.end_step();
@@ -204,7 +211,9 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
       if (s_hat_out) *s_hat_out = last_.gates.expected_sparsity;
     }
   } else {
-    recovery_opt_.step({memory_lr_scale(step - s.steps, s.recovery_steps)});
+    const double scale = memory_lr_scale(step - s.steps, s.recovery_steps);
+    recovery_opt_.step(std::vector<double>(recovery_opt_.groups().size(), scale));
+    if (bank_) bank_->project_gates();
     recovery_opt_.zero_grad();
   }
   return loss_sum;

@@ -242,11 +242,18 @@ Variable Transformer::attention_block(int64_t index, const Variable& x, const op
     v = Variable(cv.slice(1, 0, start + T).contiguous());
   }
   Variable mem_k = hooks ? hooks->mem_k : Variable(), mem_v = hooks ? hooks->mem_v : Variable();
+  Variable mem_gate = hooks && mem_k.defined() ? hooks->mem_gate : Variable();
   if (!L.head_group.empty()) {
     k = expand_groups(k, L.head_group), v = expand_groups(v, L.head_group);
     mem_k = expand_groups(mem_k, L.head_group), mem_v = expand_groups(mem_v, L.head_group);
+    if (mem_gate.defined()) {  // [B, G] -> [B, H] like the slots
+      const int64_t Bg = mem_gate.data().size(0), G = mem_gate.data().size(1);
+      mem_gate = Variable(expand_groups(Variable(mem_gate.data().reshape({Bg, 1, G, 1})), L.head_group)
+                              .data()
+                              .reshape({Bg, L.n_heads}));
+    }
   }
-  Variable a = ag::attention(q, k, v, mem_k, mem_v, 1.0 / std::sqrt(static_cast<double>(hd)), true);
+  Variable a = ag::attention(q, k, v, mem_k, mem_v, 1.0 / std::sqrt(static_cast<double>(hd)), true, mem_gate);
   if (hooks && hooks->head_gate.defined()) a = ag::mul_groups(a, hooks->head_gate, hd);
   return project(Proj::o, ag::reshape(a, {B, T, L.n_heads * hd}), L.wo, L.bo);
 }

@@ -44,6 +44,7 @@ struct LayerHooks {
   Variable head_gate;    // [n_heads]: multiplies each head's attention output before o_proj
   Variable neuron_gate;  // [n_ff]: multiplies silu(gate) * up before down_proj
   Variable mem_k, mem_v; // [B, m, n_kv_heads, head_dim]: memory slots every query sees
+  Variable mem_gate;     // [B, n_kv_heads] or undefined: the memory's attention mass (ops::attention)
   // Called after each projection: returns the projection's output, e.g. y + LoRA(x).
   std::function<Variable(Proj, const Variable& x, const Variable& y)> adapt;
 };

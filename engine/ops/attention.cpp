@@ -35,36 +35,58 @@ void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, c
 
 Tensor contiguous_or_undefined(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
 
+void check_gate(const Tensor& q, const Tensor& k, const Tensor& mem_gate, const char* op) {
+  if (!mem_gate.defined()) return;
+  check_float(mem_gate, op, "mem_gate");
+  check_same_device(q, mem_gate, op);
+  const Shape want{q.size(0), k.size(2)};
+  KOFF_CHECK(mem_gate.shape() == want, "{}: mem_gate {} does not match q {} and k {} (expected [B, G] = {})", op,
+             shape_str(mem_gate.shape()), shape_str(q.shape()), shape_str(k.shape()), shape_str(want));
+}
+
+// The gate as the kernels take it: contiguous, in q's statistics dtype (f64 for f64, else f32).
+Tensor gate_for_kernel(const Tensor& q, const Tensor& mem_gate) {
+  if (!mem_gate.defined()) return {};
+  const DType dt = stat_dtype(q.dtype());
+  return (mem_gate.dtype() == dt ? mem_gate : mem_gate.to(dt)).contiguous();
+}
+
 }  // namespace
 
 AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
-                       double scale, bool causal) {
+                       double scale, bool causal, const Tensor& mem_gate) {
   check_attention_inputs(q, k, v, mem_k, mem_v, "attention");
+  check_gate(q, k, mem_gate, "attention");
   AttentionOut r{empty_like(q), empty_stat(q, {q.size(0), q.size(1), q.size(2)})};
   backend_of(q).attention(q.contiguous(), k.contiguous(), v.contiguous(), contiguous_or_undefined(mem_k),
-                          contiguous_or_undefined(mem_v), scale, causal, r.out, r.lse);
+                          contiguous_or_undefined(mem_v), gate_for_kernel(q, mem_gate), scale, causal, r.out, r.lse);
   return r;
 }
 
 AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                   const Tensor& mem_k, const Tensor& mem_v, const Tensor& out, const Tensor& lse,
-                                  double scale, bool causal) {
+                                  double scale, bool causal, const Tensor& mem_gate) {
   const char* op = "attention_backward";
   check_attention_inputs(q, k, v, mem_k, mem_v, op);
+  check_gate(q, k, mem_gate, op);
   check_like(q, dout, op, "dout");
   check_like(q, out, op, "out");
   check_stat(q, lse, op, "lse");
   const Shape lse_shape{q.size(0), q.size(1), q.size(2)};
   KOFF_CHECK(lse.shape() == lse_shape, "{}: lse {} does not match q {} (expected {})", op, shape_str(lse.shape()),
              shape_str(q.shape()), shape_str(lse_shape));
-  AttentionGrads g{empty_like(q), empty_like(k), empty_like(v), {}, {}};
+  AttentionGrads g{empty_like(q), empty_like(k), empty_like(v), {}, {}, {}};
   if (mem_k.defined()) {
     g.dmem_k = empty_like(mem_k);
     g.dmem_v = empty_like(mem_v);
   }
+  const Tensor gate = gate_for_kernel(q, mem_gate);
+  if (gate.defined()) g.dmem_gate = empty_like(gate);
   backend_of(q).attention_backward(dout.contiguous(), q.contiguous(), k.contiguous(), v.contiguous(),
-                                   contiguous_or_undefined(mem_k), contiguous_or_undefined(mem_v), out.contiguous(),
-                                   lse.contiguous(), scale, causal, g.dq, g.dk, g.dv, g.dmem_k, g.dmem_v);
+                                   contiguous_or_undefined(mem_k), contiguous_or_undefined(mem_v), gate,
+                                   out.contiguous(), lse.contiguous(), scale, causal, g.dq, g.dk, g.dv, g.dmem_k,
+                                   g.dmem_v, g.dmem_gate);
+  if (gate.defined() && gate.dtype() != mem_gate.dtype()) g.dmem_gate = g.dmem_gate.to(mem_gate.dtype());
   return g;
 }
 

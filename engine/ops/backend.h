@@ -62,13 +62,14 @@ class Backend {
   virtual void softmax(const Tensor& x, Tensor& out) = 0;
   virtual void softmax_backward(const Tensor& dy, const Tensor& y, Tensor& dx) = 0;
 
-  // mem_k/mem_v may be undefined (m = 0); dmem_* then are undefined too.
-  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
-                         const Tensor& mem_v, double scale, bool causal, Tensor& out, Tensor& lse) = 0;
+  // mem_k/mem_v may be undefined (m = 0); dmem_* then are undefined too. mem_gate [B, G] (stat dtype of
+  // q, see ops.h) may be undefined (no gate); dmem_gate is defined exactly when mem_gate is.
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
+                         const Tensor& mem_gate, double scale, bool causal, Tensor& out, Tensor& lse) = 0;
   virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                                  const Tensor& mem_k, const Tensor& mem_v, const Tensor& out, const Tensor& lse,
-                                  double scale, bool causal, Tensor& dq, Tensor& dk, Tensor& dv, Tensor& dmem_k,
-                                  Tensor& dmem_v) = 0;
+                                  const Tensor& mem_k, const Tensor& mem_v, const Tensor& mem_gate, const Tensor& out,
+                                  const Tensor& lse, double scale, bool causal, Tensor& dq, Tensor& dk, Tensor& dv,
+                                  Tensor& dmem_k, Tensor& dmem_v, Tensor& dmem_gate) = 0;
 
   // loss_sum [] and lse [N]; returns the number of counted rows.
   virtual int64_t cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor& loss_sum,

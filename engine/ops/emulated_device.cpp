@@ -181,16 +181,19 @@ class EmulatedBackend final : public Backend {
     cpu().softmax_backward(h.in(dy), h.in(y), h.out(dx));
   }
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
-                 double scale, bool causal, Tensor& out, Tensor& lse) override {
+                 const Tensor& mem_gate, double scale, bool causal, Tensor& out, Tensor& lse) override {
     Host h;
-    cpu().attention(h.in(q), h.in(k), h.in(v), h.in(mem_k), h.in(mem_v), scale, causal, h.out(out), h.out(lse));
+    cpu().attention(h.in(q), h.in(k), h.in(v), h.in(mem_k), h.in(mem_v), h.in(mem_gate), scale, causal, h.out(out),
+                    h.out(lse));
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
-                          const Tensor& mem_v, const Tensor& out, const Tensor& lse, double scale, bool causal,
-                          Tensor& dq, Tensor& dk, Tensor& dv, Tensor& dmem_k, Tensor& dmem_v) override {
+                          const Tensor& mem_v, const Tensor& mem_gate, const Tensor& out, const Tensor& lse,
+                          double scale, bool causal, Tensor& dq, Tensor& dk, Tensor& dv, Tensor& dmem_k, Tensor& dmem_v,
+                          Tensor& dmem_gate) override {
     Host h;
-    cpu().attention_backward(h.in(dout), h.in(q), h.in(k), h.in(v), h.in(mem_k), h.in(mem_v), h.in(out), h.in(lse),
-                             scale, causal, h.out(dq), h.out(dk), h.out(dv), h.out(dmem_k), h.out(dmem_v));
+    cpu().attention_backward(h.in(dout), h.in(q), h.in(k), h.in(v), h.in(mem_k), h.in(mem_v), h.in(mem_gate), h.in(out),
+                             h.in(lse), scale, causal, h.out(dq), h.out(dk), h.out(dv), h.out(dmem_k), h.out(dmem_v),
+                             h.out(dmem_gate));
   }
   int64_t cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor& loss_sum,
                         Tensor& lse) override {

@@ -108,18 +108,22 @@ Tensor softmax_backward(const Tensor& dy, const Tensor& y);        // y = softma
 // every query; real keys are causal: with Tq queries and Tk keys, query i sees key j iff
 // j <= i + (Tk - Tq) (so a KV-cache decode step sees the whole cache). Returns the log-sum-exp
 // per (b, t, h) for the backward, which recomputes the probabilities (no T x T tensor is kept).
+// mem_gate [B, G] (optional, any float dtype; used in the lse dtype, f32 for bf16 q) scales the memory
+// slots' attention mass of (b, g) by g >= 0 (engine/cpu/attention.h states the math): g = 0 is attention
+// without the memory, g = 1 (or no gate) plain memory attention; lse includes the gate.
 struct AttentionOut {
   Tensor out;  // [B, Tq, H, hd]
   Tensor lse;  // [B, Tq, H]: f64 for f64 q, else f32 (bf16 q too)
 };
-AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
-                       const Tensor& mem_v, double scale, bool causal = true);
+AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
+                       double scale, bool causal = true, const Tensor& mem_gate = {});
 struct AttentionGrads {
   Tensor dq, dk, dv, dmem_k, dmem_v;  // dmem_* undefined when there is no memory
+  Tensor dmem_gate;                   // [B, G] in mem_gate's dtype; undefined without a gate
 };
 AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                                  const Tensor& mem_k, const Tensor& mem_v, const Tensor& out,
-                                  const Tensor& lse, double scale, bool causal = true);
+                                  const Tensor& mem_k, const Tensor& mem_v, const Tensor& out, const Tensor& lse,
+                                  double scale, bool causal = true, const Tensor& mem_gate = {});
 
 // ---- cross-entropy -------------------------------------------------------------------------
 // Targets i32/i64 [N]; a target equal to ignore_index contributes nothing. loss_sum is the SUM over

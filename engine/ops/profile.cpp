@@ -167,19 +167,21 @@ class Timed final : public Backend {
     inner_.softmax_backward(dy, y, dx);
   }
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
-                 double scale, bool causal, Tensor& out, Tensor& lse) override {
+                 const Tensor& mem_gate, double scale, bool causal, Tensor& out, Tensor& lse) override {
     Scope s(*this, "attention", bytes_of({&q, &k, &v, &mem_k, &mem_v, &out, &lse}),
             attention_flops(q, k, mem_k, causal));
-    inner_.attention(q, k, v, mem_k, mem_v, scale, causal, out, lse);
+    inner_.attention(q, k, v, mem_k, mem_v, mem_gate, scale, causal, out, lse);
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
-                          const Tensor& mem_v, const Tensor& out, const Tensor& lse, double scale, bool causal,
-                          Tensor& dq, Tensor& dk, Tensor& dv, Tensor& dmem_k, Tensor& dmem_v) override {
+                          const Tensor& mem_v, const Tensor& mem_gate, const Tensor& out, const Tensor& lse,
+                          double scale, bool causal, Tensor& dq, Tensor& dk, Tensor& dv, Tensor& dmem_k, Tensor& dmem_v,
+                          Tensor& dmem_gate) override {
     // Useful work of the backward: twice the forward's products (dq, dk, dv; not the recomputed scores).
     Scope s(*this, "attention_backward",
             bytes_of({&dout, &q, &k, &v, &mem_k, &mem_v, &out, &lse, &dq, &dk, &dv, &dmem_k, &dmem_v}),
             2.0 * attention_flops(q, k, mem_k, causal));
-    inner_.attention_backward(dout, q, k, v, mem_k, mem_v, out, lse, scale, causal, dq, dk, dv, dmem_k, dmem_v);
+    inner_.attention_backward(dout, q, k, v, mem_k, mem_v, mem_gate, out, lse, scale, causal, dq, dk, dv, dmem_k,
+                              dmem_v, dmem_gate);
   }
   int64_t cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor& loss_sum,
                         Tensor& lse) override {

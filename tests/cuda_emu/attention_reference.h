@@ -59,7 +59,13 @@ inline void check_lse(const std::vector<double>& got, const std::vector<double>&
 struct Inputs {
   Case c;
   std::vector<double> q, k, v, mk, mv, dout;
+  std::vector<double> gate = {};  // memory gate [B, G]; empty: ungated
 };
+
+// The memory gate of (b, g): the memory slots' weights e^{s} are multiplied by it (the definition).
+inline double gate_of(const Inputs& in, int64_t b, int64_t g) {
+  return in.gate.empty() ? 1.0 : in.gate[size_t(b * in.c.g + g)];
+}
 
 struct Shape {
   int64_t B, Tq, Tk, H, G, M, hd, rep;
@@ -108,11 +114,16 @@ inline void forward(const Inputs& in, double scale, std::vector<double>& out, st
           sc[size_t(kk)] = acc * scale;
           mx = std::max(mx, sc[size_t(kk)]);
         }
+        const double gg = gate_of(in, b, g);
         double l = 0;
-        for (auto& x : sc) l += std::exp(x - mx);
+        for (int64_t kk = 0; kk < n; ++kk) l += std::exp(sc[size_t(kk)] - mx) * (kk < s.M ? gg : 1.0);
+        if (!(l > 0)) {  // only closed memory slots
+          lse[row] = -INFINITY;
+          continue;
+        }
         lse[row] = mx + std::log(l);
         for (int64_t kk = 0; kk < n; ++kk) {
-          const double p = std::exp(sc[size_t(kk)] - lse[row]);
+          const double p = std::exp(sc[size_t(kk)] - lse[row]) * (kk < s.M ? gg : 1.0);
           for (int64_t d = 0; d < s.hd; ++d) {
             const size_t o = key_at(s, b, kk, g, d, mem);
             out[row * size_t(s.hd) + size_t(d)] += p * (mem ? in.mv[o] : in.v[o]);
@@ -124,11 +135,12 @@ inline void forward(const Inputs& in, double scale, std::vector<double>& out, st
 // Gradients from out and lse as the kernel's backward receives them.
 struct Grads {
   std::vector<double> dq, dk, dv, dmk, dmv;
+  std::vector<double> dgate;  // [B, G]: sum over rows and slots of e^{s - lse} (dp - D)
 };
 inline Grads backward(const Inputs& in, const std::vector<double>& out, const std::vector<double>& lse, double scale) {
   const Shape s(in.c);
   Grads r{std::vector<double>(s.nq()), std::vector<double>(s.nk()), std::vector<double>(s.nk()),
-          std::vector<double>(s.nm()), std::vector<double>(s.nm())};
+          std::vector<double>(s.nm()), std::vector<double>(s.nm()), std::vector<double>(size_t(s.B * s.G))};
   bool mem;
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t i = 0; i < s.Tq; ++i)
@@ -139,6 +151,8 @@ inline Grads backward(const Inputs& in, const std::vector<double>& out, const st
         double D = 0;
         for (int64_t d = 0; d < s.hd; ++d) D += in.dout[r0 + size_t(d)] * out[r0 + size_t(d)];
         const double L = lse[row];
+        if (std::isinf(L)) continue;
+        const double gg = gate_of(in, b, g);
         for (int64_t kk = 0; kk < n; ++kk) {
           double sc = 0, dp = 0;
           for (int64_t d = 0; d < s.hd; ++d) {
@@ -146,7 +160,8 @@ inline Grads backward(const Inputs& in, const std::vector<double>& out, const st
             sc += in.q[r0 + size_t(d)] * (mem ? in.mk[o] : in.k[o]);
             dp += in.dout[r0 + size_t(d)] * (mem ? in.mv[o] : in.v[o]);
           }
-          const double p = std::exp(sc * scale - L), ds = p * (dp - D);
+          const double u = std::exp(sc * scale - L), p = u * (kk < s.M ? gg : 1.0), ds = p * (dp - D);
+          if (kk < s.M) r.dgate[size_t(b * s.G + g)] += u * (dp - D);
           for (int64_t d = 0; d < s.hd; ++d) {
             const size_t o = key_at(s, b, kk, g, d, mem);
             const double dov = in.dout[r0 + size_t(d)], qd = in.q[r0 + size_t(d)];

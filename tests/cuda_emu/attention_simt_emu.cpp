@@ -6,7 +6,9 @@
 // koff::cuda::attention_forward / attention_backward, are checked for f32 (relative error 1e-5) and
 // bf16 (1e-2) I/O against a double-precision reference (attention_reference.h); guard bands around
 // every output catch writes outside it. The SIMT path serves f32, and bf16 at head dims other than
-// 64/128 (or with KOFF_CUDA_ATTENTION=simt), so the cases include head dims 32, 80 and 192.
+// 64/128 (or with KOFF_CUDA_ATTENTION=simt), so the cases include head dims 32, 80 and 192. Every case
+// with memory slots runs again with a memory gate [B, G] (one gate exactly 0, the others in [0.2, 1.5]):
+// the SIMT kernels serve every gated call, and dmem_gate is checked against the reference too.
 //
 //   koff_cuda_emu_attention_simt [case]      (ctest: cuda_emu_attention_simt)
 #include <cuda_bf16.h>
@@ -90,14 +92,15 @@ struct Buf {
 };
 
 template <typename E>
-void run(const ref::Case& c) {
+void run(const ref::Case& c, bool gated) {
   constexpr bool f32 = std::is_same_v<E, float>;
   const Dt dt = f32 ? Dt::f32 : Dt::bf16;
   const double tol = f32 ? 1e-5 : 1e-2;
   const ref::Shape s(c);
   const double scale = 1.0 / std::sqrt(double(c.hd));
-  std::printf("%s B%ld Tq%ld Tk%ld H%ld G%ld m%ld hd%ld %s\n", f32 ? "f32 " : "bf16", long(c.b), long(c.tq),
-              long(c.tk), long(c.h), long(c.g), long(c.m), long(c.hd), c.causal ? "causal" : "full");
+  std::printf("%s B%ld Tq%ld Tk%ld H%ld G%ld m%ld hd%ld %s%s\n", f32 ? "f32 " : "bf16", long(c.b), long(c.tq),
+              long(c.tk), long(c.h), long(c.g), long(c.m), long(c.hd), c.causal ? "causal" : "full",
+              gated ? " gated" : "");
   uint64_t seed = uint64_t(c.tq * 131 + c.tk * 7 + c.h * 3 + c.m + c.hd);
   ref::Inputs in{c, {}, {}, {}, {}, {}, {}};
   auto fill = [&](Buf<E>& x, std::vector<double>& seen, double amp) {
@@ -107,14 +110,17 @@ void run(const ref::Case& c) {
   Buf<E> q(s.nq()), k(s.nk()), v(s.nk()), mk(s.nm()), mv(s.nm()), dout(s.nq());
   fill(q, in.q, 2.0), fill(k, in.k, 2.0), fill(v, in.v, 1.0), fill(mk, in.mk, 2.0), fill(mv, in.mv, 1.0);
   fill(dout, in.dout, 1.0);
+  Buf<float> gate(gated ? size_t(c.b * c.g) : 0);
+  for (size_t i = 0; i < gate.n; ++i) gate.p()[i] = i == 0 ? 0.0f : float(0.2 + 1.3 * std::abs(ref::rnd(seed)));
+  if (gated) in.gate = gate.values();
   std::vector<double> out_ref, lse_ref;
   ref::forward(in, scale, out_ref, lse_ref);
 
   const AttentionShape shape{c.b, c.tq, c.tk, c.h, c.g, c.m, c.hd};
   Buf<E> out(s.nq());
   Buf<float> lse(s.rows());
-  koff::cuda::attention_forward(dt, q.p(), k.p(), v.p(), mk.p(), mv.p(), out.p(), lse.p(), shape, float(scale),
-                                c.causal, nullptr);
+  koff::cuda::attention_forward(dt, q.p(), k.p(), v.p(), mk.p(), mv.p(), gate.p(), out.p(), lse.p(), shape,
+                                float(scale), c.causal, nullptr);
   ref::check("out", out.values(), out_ref, tol);
   ref::check_lse(lse.values(), lse_ref, f32 ? 1e-5 : 1e-2);
   if (!out.guards_ok() || !lse.guards_ok()) {
@@ -129,9 +135,10 @@ void run(const ref::Case& c) {
   for (size_t i = 0; i < s.rows(); ++i) lser.p()[i] = float(lse_ref[i]);
   const ref::Grads want = ref::backward(in, outr.values(), lser.values(), scale);
   Buf<E> dq(s.nq()), dk(s.nk()), dv(s.nk()), dmk(s.nm()), dmv(s.nm());
-  Buf<float> dsum(s.rows());
-  koff::cuda::attention_backward(dt, dout.p(), q.p(), k.p(), v.p(), mk.p(), mv.p(), outr.p(), lser.p(), dsum.p(),
-                                 dq.p(), dk.p(), dv.p(), dmk.p(), dmv.p(), shape, float(scale), c.causal, nullptr);
+  Buf<float> dsum(s.rows()), dgate(gate.n), dgate_slots(gated ? s.nm() / size_t(c.hd) : 0);
+  koff::cuda::attention_backward(dt, dout.p(), q.p(), k.p(), v.p(), mk.p(), mv.p(), gate.p(), outr.p(), lser.p(),
+                                 dsum.p(), dq.p(), dk.p(), dv.p(), dmk.p(), dmv.p(), dgate.p(), dgate_slots.p(), shape,
+                                 float(scale), c.causal, nullptr);
   ref::check("dq", dq.values(), want.dq, tol);
   ref::check("dk", dk.values(), want.dk, tol);
   ref::check("dv", dv.values(), want.dv, tol);
@@ -139,8 +146,9 @@ void run(const ref::Case& c) {
     ref::check("dmem_k", dmk.values(), want.dmk, tol);
     ref::check("dmem_v", dmv.values(), want.dmv, tol);
   }
+  if (gated) ref::check("dgate", dgate.values(), want.dgate, tol);
   if (!dq.guards_ok() || !dk.guards_ok() || !dv.guards_ok() || !dmk.guards_ok() || !dmv.guards_ok() ||
-      !dsum.guards_ok()) {
+      !dsum.guards_ok() || !dgate.guards_ok() || !dgate_slots.guards_ok()) {
     std::printf("  backward wrote outside its outputs  <-- FAIL\n");
     ++ref::failures;
   }
@@ -161,12 +169,17 @@ int main(int argc, char** argv) {
       {1, 33, 33, 2, 2, 0, 32, false},   // head dim 32 (bound 64), G = H
       {1, 9, 9, 2, 1, 2, 192, true},     // head dim 192 (bound 256, 4 keys per warp in dkv)
       {1, 70, 70, 2, 1, 16, 128, true},  // several query blocks and key tiles at hd 128
+      {2, 9, 9, 4, 2, 3, 64, true},      // B = 2, G = 2: four gates (gated run), one closed
   };
   int first = 0, last = int(cases.size());
   if (argc > 1) first = std::atoi(argv[1]), last = first + 1;
   for (int i = first; i < last; ++i) {
-    run<float>(cases[size_t(i)]);
-    run<bf>(cases[size_t(i)]);
+    run<float>(cases[size_t(i)], false);
+    run<bf>(cases[size_t(i)], false);
+    if (cases[size_t(i)].m > 0) {
+      run<float>(cases[size_t(i)], true);
+      run<bf>(cases[size_t(i)], true);
+    }
   }
   std::printf("%s: %d failures, %ld launches\n", ref::failures ? "FAILED" : "PASSED", ref::failures, emu::launches);
   return ref::failures ? 1 : 0;

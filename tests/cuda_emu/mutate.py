@@ -38,7 +38,7 @@ simt_muts = {
  'fwd_no_sync_top': ('    __syncthreads();  // the previous tile is consumed (and sQ is loaded, the first time)\n', '\n'),
  'fwd_no_sync_loaded': ('    load_keys<T, HD>(a, vr, vm, b, g, kk0, kKeyTile, total, sV, HD);\n    __syncthreads();\n',
                         '    load_keys<T, HD>(a, vr, vm, b, g, kk0, kKeyTile, total, sV, HD);\n'),
- 'fwd_off_by_one_mask': ('const float si = kk < nvis[i] ?', 'const float si = kk <= nvis[i] ?'),
+ 'fwd_off_by_one_mask': ('float si = kk < nvis[i] ?', 'float si = kk <= nvis[i] ?'),
  'fwd_no_warp_max': ('fmaxf(m_run[i], warp_max(si))', 'fmaxf(m_run[i], si)'),
  'fwd_shfl_own_lane': ('const float pj = __shfl_sync(0xffffffffu, s[i], j);', 'const float pj = __shfl_sync(0xffffffffu, s[i], lane);'),
  'fwd_shfl_next_lane': ('const float pj = __shfl_sync(0xffffffffu, s[i], j);', 'const float pj = __shfl_sync(0xffffffffu, s[i], (j + 1) & 31);'),
@@ -49,6 +49,12 @@ simt_muts = {
  'dkv_no_sync_rows': ('        sN[threadIdx.x] = 0;\n      }\n    }\n    __syncthreads();\n', '        sN[threadIdx.x] = 0;\n      }\n    }\n'),
  'dkv_pos_begin_plus1': ('pos_begin = p > 0 ? p : 0;', 'pos_begin = p > 0 ? p + 1 : 0;'),
  'dkv_smem_short': ('sizeof(int64_t) * kQueryTile + 8;', 'sizeof(int64_t) * (kQueryTile - 1);'),
+ # the memory gate
+ 'fwd_gate_ignored': ('      if (kk < a.MG) si += lg;', ''),
+ 'dq_gate_ignored': ('kk < a.MG ? expf((s[i] * a.scale + lg) - lse[i])', 'kk < a.MG ? expf(s[i] * a.scale - lse[i])'),
+ 'dkv_dgate_gated_prob': ('const float u = vis ? expf(p[i] * a.scale - l) : 0.0f;',
+                          'const float u = vis ? expf((p[i] * a.scale + lg) - l) : 0.0f;'),
+ 'dkv_dgate_no_warp_sum': ('const float gsum = warp_sum(dgate[i]);', 'const float gsum = dgate[i];'),
 }
 if simt:
     muts = simt_muts

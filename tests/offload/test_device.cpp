@@ -132,6 +132,41 @@ TEST(EmulatedDevice, HostDereferenceOfDeviceMemoryCrashes) {
   EXPECT_EQ(ops::mul(a, b).to(Device::cpu()).to_vector<float>(), std::vector<float>(3, 3.0f));
 }
 
+// The gated attention op on the device (the emulator, or a real GPU's SIMT kernels, which serve every
+// gated call) against the CPU in f32 on the same inputs: bf16 or f32 activations, an f32 gate [B, G]
+// with one gate closed, forward (out, lse) and backward (every gradient, dmem_gate f32 on the device).
+TEST(EmulatedDevice, GatedAttentionMatchesTheCpu) {
+  if (!have_device()) GTEST_SKIP() << "no device";
+  const int64_t B = 2, T = 7, H = 4, G = 2, hd = 16, m = 3;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double tol = dt == DType::f32 ? 1e-5 : 1e-2;
+    auto input = [&](const Shape& shape, uint64_t salt) {  // rounded to dt, kept in f32 for the CPU
+      return rand_uniform(shape, Philox(17, salt), -1, 1, DType::f32).to(dt).to(DType::f32);
+    };
+    Tensor q = input({B, T, H, hd}, 1), k = input({B, T, G, hd}, 2), v = input({B, T, G, hd}, 3);
+    Tensor mk = input({B, m, G, hd}, 4), mv = input({B, m, G, hd}, 5), dout = input({B, T, H, hd}, 6);
+    Tensor gate = Tensor::from_vector<float>({0.0f, 0.5f, 1.0f, 1.7f}, {B, G});
+    auto dev = [&](const Tensor& t) { return t.to(dt).to(kDev); };
+    ops::AttentionOut want = ops::attention(q, k, v, mk, mv, 0.25, true, gate);
+    ops::AttentionOut got = ops::attention(dev(q), dev(k), dev(v), dev(mk), dev(mv), 0.25, true, gate.to(kDev));
+    EXPECT_LT(max_rel_error(got.out.to(Device::cpu()).to(DType::f32), want.out), tol);
+    EXPECT_LT(max_rel_error(got.lse.to(Device::cpu()), want.lse), tol);
+    ops::AttentionGrads gw = ops::attention_backward(dout, q, k, v, mk, mv, want.out, want.lse, 0.25, true, gate);
+    ops::AttentionGrads gd = ops::attention_backward(dev(dout), dev(q), dev(k), dev(v), dev(mk), dev(mv), got.out,
+                                                     got.lse, 0.25, true, gate.to(kDev));
+    ASSERT_EQ(gd.dmem_gate.dtype(), DType::f32);
+    EXPECT_TRUE(gd.dmem_gate.device() == kDev);
+    for (auto [name, a, b] : {std::tuple{"dq", gd.dq, gw.dq},
+                              {"dk", gd.dk, gw.dk},
+                              {"dv", gd.dv, gw.dv},
+                              {"dmem_k", gd.dmem_k, gw.dmem_k},
+                              {"dmem_v", gd.dmem_v, gw.dmem_v},
+                              {"dmem_gate", gd.dmem_gate, gw.dmem_gate}})
+      EXPECT_LT(max_rel_error(a.to(Device::cpu()).to(DType::f32), b), tol) << name;
+  }
+}
+
 TEST(DeviceTraining, F32OnTheDeviceTrainsWhatTheCpuTrains) {
   if (!have_device()) GTEST_SKIP() << "no CUDA device and no emulator";
   TrainedRun cpu = train(tiny_model(DType::f32, Device::cpu()), "cpu");

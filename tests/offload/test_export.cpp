@@ -145,6 +145,42 @@ TEST(Export, CompactionPreservesLogitsAndMemoriesReload) {
   fs::remove_all(dir);
 }
 
+// --kv-init neutral through training, export and reload: the gates stay >= 0 (projected after each
+// step) and some open; the exported memory carries layers.{l}.kv_gate and, attached to the compacted
+// backbone, reproduces the trained model's logits with that domain's memory.
+TEST(Export, NeutralKvGatesTrainExportAndReload) {
+  nn::Transformer base = tiny_model("qwen2");
+  OffloadSettings s = small_settings(0.45, true, true);
+  s.memory.kv_init = "neutral";
+  s.lr_memory = 0.05;  // open the gates visibly in a few steps
+  fs::path dir = fresh_dir("neutral");
+  OffloadTrainer t(base, {"x", "y"}, streams(2), s, dir.string());
+  ASSERT_TRUE(t.run());
+  double max_gate = 0;
+  for (const auto& layer : t.bank()->layers()) {
+    ASSERT_TRUE(layer.kv_gate.defined());
+    for (double g : layer.kv_gate.data().to_vector<double>()) {
+      EXPECT_GE(g, 0.0);
+      max_gate = std::max(max_gate, g);
+    }
+  }
+  EXPECT_GT(max_gate, 0.0) << "no gate opened";
+  ag::NoGradGuard no_grad;
+  nn::Transformer small = compact(base, t.mask(), {{"target_sparsity", s.target}});
+  export_memory(*t.bank(), 1, t.mask(), small, (dir / "memories" / "y").string());
+  LoadedMemory mem = load_memory((dir / "memories" / "y").string(), small);
+  ASSERT_FALSE(mem.kv_gates.empty());
+  auto mem_hooks = mem.hooks();
+  nn::ForwardOptions fm;
+  fm.hooks = &mem_hooks;
+  auto full_hooks = t.eval_hooks(1);
+  nn::ForwardOptions ff;
+  ff.hooks = &full_hooks;
+  Tensor ids = test_ids();
+  EXPECT_LT(max_rel_error(small.logits(ids, fm).data(), base.logits(ids, ff).data()), 1e-5);
+  fs::remove_all(dir);
+}
+
 TEST(Export, PeftAdapterLoadsOntoMaskedDenseModelInTransformers) {
   nn::Transformer base = tiny_model("llama");
   OffloadSettings s = small_settings(0.3, /*lora=*/true, /*kv=*/false);

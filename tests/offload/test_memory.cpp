@@ -91,5 +91,62 @@ TEST_P(WholeModelGradients, LogAlphaLoraAndKvMatchFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Families, WholeModelGradients, ::testing::Values("llama", "qwen3"));
 
+// kv_init "neutral": a gate table [D, G] per layer at 0, so the model with the memory attached computes
+// what it computes without it (to rounding), while the gates get a nonzero gradient; with the gates
+// open (random positive) their gradient through the whole model matches finite differences, and the
+// projection clamps negative gates to 0. The gates are in kv_parameters(), state() and the exports.
+TEST(Memory, NeutralKvInitStartsAtTheBaseModelAndItsGatesLearn) {
+  nn::Transformer model(tiny("qwen3"), DType::f64);
+  model.init_random(6);
+  MemoryConfig mc;
+  mc.lora = false;
+  mc.slots = 3;
+  mc.kv_init = "neutral";
+  MemoryBank bank(model, mc, {"a", "b"}, 7);
+  for (auto v : bank.kv_parameters())  // keys/values far from 0, so an open gate would change the output
+    if (v.name().find("gate") == std::string::npos)
+      v.mutable_data().copy_(rand_uniform(v.shape(), Philox(8, 1), -2, 2, DType::f64));
+  ASSERT_EQ(bank.kv_parameters().size(), 6u);  // keys, values, gate per layer
+  const auto& gate0 = bank.layers()[0].kv_gate;
+  ASSERT_TRUE(gate0.defined());
+  EXPECT_EQ(shape_str(gate0.shape()), "[2, 2]");
+  Tensor domain_ids = Tensor::from_vector<int64_t>({1, 0}, {2});
+  Tensor x = ids(2, 5, 0), y = ids(2, 5, 1);
+  auto loss_with = [&](bool memory) {
+    auto hooks = bank.hooks(domain_ids);
+    nn::ForwardOptions fo;
+    if (memory) fo.hooks = &hooks;
+    return model.loss(x, y, fo);
+  };
+  ag::Variable with = loss_with(true);
+  const double without = loss_with(false).data().item();
+  EXPECT_NEAR(with.data().item(), without, 1e-13 * std::abs(without));
+  with.backward();
+  for (const auto& t : bank.layers()) {
+    ASSERT_TRUE(t.kv_gate.grad().defined());
+    EXPECT_GT(max_abs_diff(t.kv_gate.grad(), Tensor::zeros({2, 2}, DType::f64)), 1e-8);
+    EXPECT_EQ(max_abs_diff(t.kv_k.grad(), Tensor::zeros(t.kv_k.shape(), DType::f64)), 0.0);  // closed: no signal
+  }
+
+  for (auto& t : bank.layers())
+    t.kv_gate.mutable_data().copy_(rand_uniform({2, 2}, Philox(8, 2), 0.2, 1.0, DType::f64));
+  EXPECT_GT(std::abs(loss_with(true).data().item() - without), 1e-6);  // open gates: the memory matters
+  std::vector<ag::Variable> checked = {bank.layers()[0].kv_gate, bank.layers()[1].kv_gate, bank.layers()[1].kv_v};
+  auto f = [&](const std::vector<ag::Variable>&) { return loss_with(true); };
+  ag::GradcheckResult r = ag::gradcheck(f, checked, 1e-6, 1e-9, 1e-5);
+  EXPECT_TRUE(r.ok) << r.first_failure << " (max rel " << r.max_rel_error << ")";
+
+  bank.layers()[0].kv_gate.mutable_data().copy_(Tensor::from_vector<double>({-0.5, 0.25, 0.0, -1e-9}, {2, 2}));
+  bank.project_gates();
+  EXPECT_EQ(bank.layers()[0].kv_gate.data().to_vector<double>(), (std::vector<double>{0.0, 0.25, 0.0, 0.0}));
+  bool in_state = false;
+  for (const auto& [name, t] : bank.state()) in_state = in_state || name == "kv.0.gate";
+  EXPECT_TRUE(in_state);
+  bool exported = false;
+  for (const auto& [name, t] : bank.domain_tensors(0))
+    if (name == "layers.1.kv_gate") exported = shape_str(t.shape()) == "[2]";
+  EXPECT_TRUE(exported);
+}
+
 }  // namespace
 }  // namespace koff::offload
