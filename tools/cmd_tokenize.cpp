@@ -4,10 +4,9 @@
 // a record can be any text (newlines included), and --decode writes each text as a JSON string.
 #include <fmt/core.h>
 
-#include <nlohmann/json.hpp>
-
 #include <cstdio>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -35,8 +34,8 @@ std::string parse_json_record(const std::string& line, size_t line_no) {
     throw koff::TokenizerError(fmt::format("stdin line {}: not a JSON string (--json-lines): {}", line_no, e.what()));
   }
   if (!j.is_string())
-    throw koff::TokenizerError(
-        fmt::format("stdin line {}: --json-lines takes one JSON string per line, got a JSON {}", line_no, j.type_name()));
+    throw koff::TokenizerError(fmt::format("stdin line {}: --json-lines takes one JSON string per line, got a JSON {}",
+                                           line_no, j.type_name()));
   return j.get<std::string>();
 }
 
@@ -102,8 +101,8 @@ int run(const TokenizeOptions& opt) {
       auto ids = parse_ids(line, line_no);
       try {
         std::string text = tok.decode(ids, opt.skip_special_tokens);
-        out += opt.json_lines ? nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-                              : text;
+        out +=
+            opt.json_lines ? nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) : text;
       } catch (const koff::TokenizerError& e) {
         throw koff::TokenizerError(fmt::format("stdin line {}: {}", line_no, e.what()));
       }
