@@ -13,6 +13,8 @@ constexpr std::string_view kLlama3Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kQwen2Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr std::string_view kQwen35Regex =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 // The three classes the patterns distinguish; every character is exactly one of them or "other"
 // ([^\s\p{L}\p{N}]).
@@ -40,21 +42,25 @@ struct Char {
   size_t next;  // byte offset after this character
 };
 
-// Decodes the character at byte i (i < text.size()).
+// Decodes the character at byte i (i < text.size()). With `marks_are_letters` (Qwen 3.5's
+// [\p{L}\p{M}]) a combining mark is in the letter class kL; otherwise it is kOther.
+template <bool marks_are_letters = false>
 inline Char at(std::string_view text, size_t i) {
   auto b = static_cast<unsigned char>(text[i]);
   if (b < 0x80) return {b, static_cast<Cls>(kAscii[b]), i + 1};
   size_t j = i;
   char32_t cp = unicode::decode_utf8(text, j);
   uint8_t bits = unicode::char_class(cp);
-  Cls cls = (bits & unicode::kLetter) ? kL : (bits & unicode::kNumber) ? kN : (bits & unicode::kSpace) ? kS : kOther;
+  constexpr uint8_t letter = marks_are_letters ? (unicode::kLetter | unicode::kMark) : unicode::kLetter;
+  Cls cls = (bits & letter) ? kL : (bits & unicode::kNumber) ? kN : (bits & unicode::kSpace) ? kS : kOther;
   return {cp, cls, j};
 }
 
 // End of the run of characters of class `cls` starting at i.
+template <bool marks_are_letters = false>
 inline size_t run_end(std::string_view text, size_t i, Cls cls) {
   while (i < text.size()) {
-    Char c = at(text, i);
+    Char c = at<marks_are_letters>(text, i);
     if (c.cls != cls) break;
     i = c.next;
   }
@@ -122,22 +128,28 @@ size_t match_gpt2(std::string_view text, size_t i) {
   return whitespace_tail(text, i, end);
 }
 
+// Llama 3 (max_digits 3), Qwen 2 (1) and, with marks_are_letters, Qwen 3.5: there a combining mark
+// joins the letter runs ([\p{L}\p{M}]+) and leaves the punctuation class; a mark as the optional
+// prefix of [^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+ gives the same piece as a mark inside the run.
+template <bool marks_are_letters = false>
 size_t match_llama3(std::string_view text, size_t i, int max_digits) {
-  Char c0 = at(text, i);
+  constexpr auto char_at = at<marks_are_letters>;
+  constexpr auto run = run_end<marks_are_letters>;
+  Char c0 = char_at(text, i);
   if (c0.cp == '\'') {
     if (size_t e = match_contraction(text, i, true)) return e;
   }
   // [^\r\n\p{L}\p{N}]?\p{L}+
-  if (c0.cls == kL) return run_end(text, c0.next, kL);
+  if (c0.cls == kL) return run(text, c0.next, kL);
   if (c0.cls != kN && c0.cp != '\r' && c0.cp != '\n' && c0.next < text.size()) {
-    Char c1 = at(text, c0.next);
-    if (c1.cls == kL) return run_end(text, c1.next, kL);
+    Char c1 = char_at(text, c0.next);
+    if (c1.cls == kL) return run(text, c1.next, kL);
   }
   // \p{N}{1,3} (or \p{N})
   if (c0.cls == kN) {
     size_t j = c0.next;
     for (int k = 1; k < max_digits && j < text.size(); ++k) {
-      Char c = at(text, j);
+      Char c = char_at(text, j);
       if (c.cls != kN) break;
       j = c.next;
     }
@@ -145,15 +157,15 @@ size_t match_llama3(std::string_view text, size_t i, int max_digits) {
   }
   // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
   size_t j = i;
-  if (c0.cp == ' ' && c0.next < text.size() && at(text, c0.next).cls == kOther) j = c0.next;
+  if (c0.cp == ' ' && c0.next < text.size() && char_at(text, c0.next).cls == kOther) j = c0.next;
   if (j != i || c0.cls == kOther) {
-    j = run_end(text, j, kOther);
+    j = run(text, j, kOther);
     while (j < text.size() && (text[j] == '\r' || text[j] == '\n')) ++j;
     return j;
   }
   // c0 is whitespace. `\s*[\r\n]+`: \s* backtracks from the end of the whitespace run to its
   // last \r or \n, which [\r\n]+ then takes.
-  size_t end = run_end(text, i, kS);
+  size_t end = run(text, i, kS);
   for (size_t k = end; k > i; --k) {
     if (text[k - 1] == '\r' || text[k - 1] == '\n') return k;
   }
@@ -166,6 +178,7 @@ std::optional<SplitPattern> recognize_split_pattern(std::string_view regex) {
   if (regex == kGpt2Regex) return SplitPattern::Gpt2;
   if (regex == kLlama3Regex) return SplitPattern::Llama3;
   if (regex == kQwen2Regex) return SplitPattern::Qwen2;
+  if (regex == kQwen35Regex) return SplitPattern::Qwen35;
   return std::nullopt;
 }
 
@@ -177,6 +190,8 @@ std::string_view split_pattern_regex(SplitPattern pattern) {
       return kLlama3Regex;
     case SplitPattern::Qwen2:
       return kQwen2Regex;
+    case SplitPattern::Qwen35:
+      return kQwen35Regex;
   }
   return {};
 }
@@ -189,6 +204,8 @@ std::string_view split_pattern_name(SplitPattern pattern) {
       return "llama3";
     case SplitPattern::Qwen2:
       return "qwen2";
+    case SplitPattern::Qwen35:
+      return "qwen35";
   }
   return {};
 }
@@ -197,6 +214,7 @@ std::optional<SplitPattern> split_pattern_from_name(std::string_view name) {
   if (name == "gpt2") return SplitPattern::Gpt2;
   if (name == "llama3") return SplitPattern::Llama3;
   if (name == "qwen2" || name == "qwen") return SplitPattern::Qwen2;
+  if (name == "qwen35") return SplitPattern::Qwen35;
   return std::nullopt;
 }
 
@@ -206,6 +224,8 @@ size_t split_pattern_piece_end(SplitPattern pattern, std::string_view text, size
       return match_gpt2(text, pos);
     case SplitPattern::Llama3:
       return match_llama3(text, pos, 3);
+    case SplitPattern::Qwen35:
+      return match_llama3<true>(text, pos, 1);
     default:
       return match_llama3(text, pos, 1);
   }

@@ -1,4 +1,4 @@
-// Hand-written matchers for the pre-tokenizer regexes of GPT-2, Llama 3 and Qwen 2.5/3.
+// Hand-written matchers for the pre-tokenizer regexes of GPT-2, Llama 3, Qwen 2.5/3 and Qwen 3.5.
 //
 // Hugging Face `tokenizers` runs these patterns through Oniguruma (leftmost-first alternation,
 // greedy quantifiers with backtracking). A general regex engine is slow and std::regex cannot
@@ -22,11 +22,14 @@ enum class SplitPattern {
   Llama3,
   // As Llama3 but \p{N} one digit at a time (Qwen 2, 2.5, 3).
   Qwen2,
+  // As Qwen2 with combining marks in the letter runs (Qwen 3.5):
+  // (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+  Qwen35,
 };
 
 std::optional<SplitPattern> recognize_split_pattern(std::string_view regex);
 std::string_view split_pattern_regex(SplitPattern pattern);
-std::string_view split_pattern_name(SplitPattern pattern);  // "gpt2", "llama3", "qwen2"
+std::string_view split_pattern_name(SplitPattern pattern);  // "gpt2", "llama3", "qwen2", "qwen35"
 std::optional<SplitPattern> split_pattern_from_name(std::string_view name);
 
 // Appends to `out` the pieces of `text` (valid UTF-8) in order; they cover the whole text, as

@@ -1,10 +1,12 @@
 // `koff tokenize`: text on stdin to ids on stdout, one line of space-separated ids per input line
 // (the newline itself is not encoded), or back with --decode. Lines are encoded in batches across
-// threads; output order is input order.
+// threads; output order is input order. With --json-lines each input line is one JSON string, so
+// a record can be any text (newlines included), and --decode writes each text as a JSON string.
 #include <fmt/core.h>
 
 #include <cstdio>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -19,8 +21,23 @@ struct TokenizeOptions {
   bool decode = false;
   bool no_special_tokens = false;
   bool skip_special_tokens = false;
+  bool json_lines = false;
   int threads = 0;
 };
+
+// One line of JSON Lines input: a JSON string, the record's text.
+std::string parse_json_record(const std::string& line, size_t line_no) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception& e) {
+    throw koff::TokenizerError(fmt::format("stdin line {}: not a JSON string (--json-lines): {}", line_no, e.what()));
+  }
+  if (!j.is_string())
+    throw koff::TokenizerError(fmt::format("stdin line {}: --json-lines takes one JSON string per line, got a JSON {}",
+                                           line_no, j.type_name()));
+  return j.get<std::string>();
+}
 
 void flush_encoded(const koff::Tokenizer& tok, const std::vector<std::string>& lines, size_t first_line,
                    bool add_special, std::string& out) {
@@ -83,7 +100,9 @@ int run(const TokenizeOptions& opt) {
       ++line_no;
       auto ids = parse_ids(line, line_no);
       try {
-        out += tok.decode(ids, opt.skip_special_tokens);
+        std::string text = tok.decode(ids, opt.skip_special_tokens);
+        out +=
+            opt.json_lines ? nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) : text;
       } catch (const koff::TokenizerError& e) {
         throw koff::TokenizerError(fmt::format("stdin line {}: {}", line_no, e.what()));
       }
@@ -99,9 +118,10 @@ int run(const TokenizeOptions& opt) {
   std::vector<std::string> batch;
   size_t batch_bytes = 0, first_line = 0;
   while (std::getline(std::cin, line)) {
+    ++line_no;
+    if (opt.json_lines) line = parse_json_record(line, line_no);
     batch_bytes += line.size();
     batch.push_back(std::move(line));
-    ++line_no;
     if (batch.size() >= 8192 || batch_bytes >= (8u << 20)) {
       flush_encoded(tok, batch, first_line, !opt.no_special_tokens, out);
       first_line = line_no;
@@ -122,6 +142,8 @@ const bool registered = koff::cli::add_command(
        sub.add_flag("--no-special-tokens", opt->no_special_tokens,
                     "do not add the post-processor's tokens (e.g. BOS) when encoding");
        sub.add_flag("--skip-special-tokens", opt->skip_special_tokens, "leave special tokens out when decoding");
+       sub.add_flag("--json-lines", opt->json_lines,
+                    "each stdin line is one JSON string (any text, newlines included); --decode writes JSON strings");
        sub.add_option("--threads", opt->threads, "encoding threads (default: all cores)");
        return [opt] { return run(*opt); };
      }});

@@ -74,5 +74,8 @@ fi
 # The real pretrained model (SmolLM2-135M-Instruct, GGUF, from PyPI; never committed) and the four
 # English domains built from the Debian packages above, both under the git-ignored .cache/.
 KOFF_VENV="$VENV" bash tools/fetch_smollm2.sh
+# llama.cpp's vocabularies (Llama 3, Qwen 2, Qwen 3.5, GPT-2) and their tokenizer test vectors, from
+# PyPI's llama-cpp-python source distribution (pinned, sha256-checked), into .cache/llama_cpp_vocab/.
+KOFF_VENV="$VENV" bash tools/fetch_llama_vocab.sh
 /usr/bin/python3 tools/build_domains.py
 log "done"

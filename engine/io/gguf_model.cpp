@@ -212,7 +212,8 @@ std::vector<std::string> byte_alphabet() {
   return out;
 }
 
-// Split patterns transformers uses for tokenizer.ggml.pre (integrations/gguf); others keep GPT-2's.
+// The pre-tokenizer each tokenizer.ggml.pre stands for, as in the tokenizer.json llama.cpp's
+// converter read it from (llama-vocab.cpp maps the same names to the same regexes); others keep GPT-2's.
 const char* kLlama3Split =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
     "\\s+(?!\\S)|\\s+";
@@ -220,13 +221,31 @@ const char* kQwen2Split =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
     "\\s+(?!\\S)|\\s+";
 
-const char* split_for_pre(const std::string& pre) {
-  static const std::set<std::string> llama3 = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
-                                               "midm-2.0", "lfm2", "jina-v5-nano", "dbrx", "smaug-bpe"};
+const char* kQwen35Split =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+struct PreTokenizerFor {
+  const char* split = nullptr;  // nullptr: GPT-2's byte-level regex
+  // Llama 3's tokenizer.json has "ignore_merges": true: a pre-token that is itself in the vocabulary
+  // is that one token, whatever the merges would make of it (llama.cpp: vocab.ignore_merges).
+  bool ignore_merges = false;
+  bool nfc = false;  // Qwen 2/2.5/3's tokenizer.json normalises to NFC first
+};
+
+PreTokenizerFor pre_tokenizer_for(const std::string& pre) {
+  // The names llama.cpp gives ignore_merges with Llama 3's regex (LLAMA_VOCAB_PRE_TYPE_LLAMA3).
+  static const std::set<std::string> llama3 = {"llama3", "llama-v3",  "llama-bpe", "falcon3",     "falcon-h1",
+                                               "pixtral", "midm-2.0", "lfm2",      "jina-v5-nano"};
+  // Same regex, merges always applied.
+  static const std::set<std::string> llama3_regex = {"dbrx", "smaug-bpe"};
   static const std::set<std::string> qwen2 = {"qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"};
-  if (llama3.count(pre)) return kLlama3Split;
-  if (qwen2.count(pre)) return kQwen2Split;
-  return nullptr;
+  if (llama3.count(pre)) return {kLlama3Split, true, false};
+  if (llama3_regex.count(pre)) return {kLlama3Split, false, false};
+  if (qwen2.count(pre)) return {kQwen2Split, false, true};
+  // Qwen 3.5's tokenizer.json has no normalizer: llama.cpp's vectors keep "e\u0301" as e + U+0301.
+  if (pre == "qwen35") return {kQwen35Split, false, false};
+  return {};
 }
 
 }  // namespace
@@ -286,9 +305,10 @@ nlohmann::json gguf_tokenizer_json(const GgufFile& f) {
   j["truncation"] = nullptr;
   j["padding"] = nullptr;
   j["added_tokens"] = added;
-  j["normalizer"] = nullptr;
   const std::string pre = f.has("tokenizer.ggml.pre") ? f.get("tokenizer.ggml.pre").as_string("tokenizer.ggml.pre") : "";
-  if (const char* split = split_for_pre(pre)) {
+  const PreTokenizerFor pre_tok = pre_tokenizer_for(pre);
+  j["normalizer"] = pre_tok.nfc ? json{{"type", "NFC"}} : json(nullptr);
+  if (const char* split = pre_tok.split) {
     j["pre_tokenizer"] = {{"type", "Sequence"},
                           {"pretokenizers", json::array({{{"type", "Split"},
                                                           {"pattern", {{"Regex", split}}},
@@ -323,7 +343,7 @@ nlohmann::json gguf_tokenizer_json(const GgufFile& f) {
   j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
   j["model"] = {{"type", "BPE"},         {"dropout", nullptr},        {"unk_token", nullptr},
                 {"continuing_subword_prefix", ""}, {"end_of_word_suffix", ""}, {"fuse_unk", false},
-                {"byte_fallback", false},  {"ignore_merges", false},    {"vocab", vocab},
+                {"byte_fallback", false},  {"ignore_merges", pre_tok.ignore_merges},    {"vocab", vocab},
                 {"merges", merge_list}};
   return j;
 }

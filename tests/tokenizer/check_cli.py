@@ -35,6 +35,27 @@ def compare(koff, tok_path, lines, what):
     print(f"check_cli: {what}: {len(lines)} lines, ids identical to HF, decode round-trips")
 
 
+def compare_json_lines(koff, tok_path, docs, what):
+    """--json-lines: whole documents (newlines, \\r, U+2028 included) as records, both directions."""
+    text = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
+    r = run([koff, "tokenize", "--tokenizer", tok_path, "--json-lines"], text)
+    assert r.returncode == 0, f"{what}: koff tokenize --json-lines failed: {r.stderr.decode()}"
+    got = [[int(x) for x in l.split()] for l in r.stdout.decode().split("\n")[:-1]]
+    want = [e.ids for e in Tokenizer.from_file(tok_path).encode_batch(docs)]
+    assert len(got) == len(want), f"{what}: {len(got)} output lines for {len(want)} records"
+    bad = [i for i in range(len(want)) if got[i] != want[i]]
+    assert not bad, f"{what}: {len(bad)} records differ from HF, first {bad[0]}: {docs[bad[0]][:80]!r}"
+    r = run([koff, "tokenize", "--tokenizer", tok_path, "--decode", "--json-lines", "--skip-special-tokens"], r.stdout)
+    assert r.returncode == 0, f"{what}: koff tokenize --decode --json-lines failed: {r.stderr.decode()}"
+    back = [json.loads(l) for l in r.stdout.decode("utf-8").split("\n")[:-1]]
+    # HF's decode, not the input: the normalizer (NFC) and text outside the vocabulary change some.
+    hf_back = Tokenizer.from_file(tok_path).decode_batch(want, skip_special_tokens=True)
+    bad = [i for i in range(len(docs)) if back[i] != hf_back[i]]
+    assert not bad, f"{what}: --decode --json-lines differs from HF on {len(bad)} records, first {docs[bad[0]][:80]!r}"
+    multi = sum(1 for d in docs if "\n" in d)
+    print(f"check_cli: {what} --json-lines: {len(docs)} records ({multi} multi-line), ids and decode identical to HF")
+
+
 def main():
     koff, data = sys.argv[1], sys.argv[2]
     with open(os.path.join(data, "corpus.jsonl"), encoding="utf-8") as f:
@@ -52,6 +73,7 @@ def main():
                  "--special-tokens", "<|endoftext|>,<|bos|>", "--bos", "<|bos|>"])
         assert r.returncode == 0, f"train-tokenizer failed: {r.stderr.decode()}"
         compare(koff, out, lines, "trained 2k vocabulary")
+        compare_json_lines(koff, out, docs, "trained 2k vocabulary")
         manifest = json.load(open(os.path.join(data, "manifest.json")))
         if "llama3" in manifest["tokenizers"]:
             compare(koff, manifest["tokenizers"]["llama3"], lines, "llama3")
@@ -59,6 +81,9 @@ def main():
         r = run([koff, "tokenize", "--tokenizer", out], b"fine\nbad \xff\n")
         err = r.stderr.decode()
         assert r.returncode == 2 and err.count("\n") == 1 and "line 2" in err and "invalid UTF-8" in err, err
+        r = run([koff, "tokenize", "--tokenizer", out, "--json-lines"], b'"fine"\n["not a string"]\n')
+        err = r.stderr.decode()
+        assert r.returncode == 2 and err.count("\n") == 1 and "line 2" in err and "JSON string" in err, err
         broken = os.path.join(tmp, "broken.json")
         with open(broken, "w") as f:
             f.write('{"model": {"type": "WordPiece", "vocab": {}}}')

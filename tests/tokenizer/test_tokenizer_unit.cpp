@@ -114,6 +114,18 @@ TEST(PreTokenizer, Llama3) {
   EXPECT_EQ(split(SplitPattern::Llama3, " \t\u00a0\u3000z"), (V{" \t\u00a0", "\u3000z"}));
 }
 
+// Qwen 3.5: combining marks join letter runs ([\p{L}\p{M}]+) and leave the punctuation class;
+// Qwen 2 splits the same text at every mark (confirmed with HF's pre_tokenize_str on both regexes).
+TEST(PreTokenizer, Qwen35MarksJoinLetters) {
+  using V = std::vector<std::string>;
+  const std::string decomposed = "re\u0301sume\u0301 a\u0300!";
+  EXPECT_EQ(split(SplitPattern::Qwen35, decomposed), (V{"re\u0301sume\u0301", " a\u0300", "!"}));
+  EXPECT_EQ(split(SplitPattern::Qwen2, decomposed), (V{"re", "\u0301sume", "\u0301", " a", "\u0300!"}));
+  EXPECT_EQ(split(SplitPattern::Qwen35, "\u0301x !\u0301 12"), (V{"\u0301x", " !", "\u0301", " ", "1", "2"}));
+  EXPECT_EQ(split(SplitPattern::Qwen2, "\u0301x !\u0301 12"), (V{"\u0301x", " !\u0301", " ", "1", "2"}));
+  EXPECT_EQ(recognize_split_pattern(split_pattern_regex(SplitPattern::Qwen35)), SplitPattern::Qwen35);
+}
+
 TEST(PreTokenizer, Gpt2) {
   using V = std::vector<std::string>;
   EXPECT_EQ(split(SplitPattern::Gpt2, "Hello  world's 12345!!"), (V{"Hello", " ", " world", "'s", " 12345", "!!"}));
