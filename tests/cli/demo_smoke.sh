@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# README's demo, shortened: the embedded model and corpus through all four variants of one target. It
+# must exit 0 and print the section-8 table with the dense and KOFF rows, every number in it finite.
+#   demo_smoke.sh KOFF_BINARY OUT_DIR
+set -u
+koff=$1 out=$2
+rm -rf "$out"
+"$koff" demo --out "$out" --steps 3 --targets 0.12 --eval-tokens 128 > "$out.stdout" 2> "$out.stderr"
+status=$?
+cat "$out.stdout"
+[ $status -eq 0 ] || { echo "FAIL: koff demo exited $status: $(tail -n 5 "$out.stderr")"; exit 1; }
+# Rows "| name | target | achieved | <ppl per domain> | mean |", header and separator skipped.
+rows=$(grep '^| ' "$out.stdout" | grep -v '^| row ' )
+for want in "dense" "prune-only" "KOFF-LoRA" "KOFF-KV" "KOFF"; do
+  grep -q "^| $want | " <<< "$rows" || { echo "FAIL: the table has no $want row"; exit 1; }
+done
+python3 - "$rows" <<'PY' || exit 1
+import math, sys
+bad = []
+for line in sys.argv[1].splitlines():
+    cells = [c.strip() for c in line.strip().strip("|").split("|")][1:]
+    for c in cells:
+        try:
+            v = float(c.rstrip("%"))
+        except ValueError:
+            bad.append(f"{line}: '{c}' is not a number")
+            continue
+        if not math.isfinite(v):
+            bad.append(f"{line}: {c} is not finite")
+if bad:
+    print("FAIL: " + "; ".join(bad))
+    sys.exit(1)
+print(f"demo_smoke: {len(sys.argv[1].splitlines())} rows, every number finite")
+PY
