@@ -1,5 +1,6 @@
 // Model commands: `koff logits`, `koff eval`, `koff generate` on a Hugging Face model directory
 // (config.json + safetensors + tokenizer.json) or a GGUF file.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -48,6 +49,10 @@ const bool logits_registered = koff::cli::add_command({"logits", "float32 logits
       sub.add_option("--out", *out, "output .npy file")->required();
       return [=]() {
         auto tokens = parse_ids(*ids);
+        const int64_t context = koff::nn::model_config(*model).max_position_embeddings;
+        KOFF_CHECK(static_cast<int64_t>(tokens.size()) <= context,
+                   "--ids: {} ids, more than the context of {} tokens of {} (max_position_embeddings)", tokens.size(),
+                   context, *model);
         auto m = koff::nn::Transformer::load(*model, koff::DType::f32);
         for (int64_t t : tokens)
           if (t < 0 || t >= m.config().vocab_size)
@@ -80,6 +85,11 @@ const bool eval_registered = koff::cli::add_command({"eval", "held-out perplexit
       return [o]() {
         const koff::DType dtype = o->device.resolved_dtype();
         const koff::Device device = o->device.resolved_device();
+        koff::nn::check_model_files(o->model);
+        const int64_t context = koff::nn::model_config(o->model).max_position_embeddings;
+        KOFF_CHECK(o->seq >= 1 && o->seq <= context,
+                   "--seq {}: must be in [1, {}], the context of {} (max_position_embeddings)", o->seq, context, o->model);
+        KOFF_CHECK(o->max_windows >= 0, "--max-windows {}: must be >= 0 (0 = all)", o->max_windows);
         auto model = koff::nn::Transformer::load(o->model, dtype);
         model.to(device);
         auto tok = load_tokenizer(o->model);
@@ -123,17 +133,28 @@ const bool generate_registered = koff::cli::add_command({"generate", "generate t
       sub.add_option("--memory", o->memory, "a domain memory exported by koff offload (memories/<domain>)");
       sub.add_option("-n,--max-new-tokens", o->max_new_tokens, "tokens to generate")->capture_default_str();
       sub.add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
-      sub.add_option("--top-p", o->top_p, "nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+      sub.add_option("--top-p", o->top_p, "nucleus sampling mass, in (0, 1]")->capture_default_str();
       sub.add_option("--seed", o->seed, "sampling seed")->capture_default_str();
       koff::cli::add_device_options(sub, o->device);
       return [o]() {
+        KOFF_CHECK(o->max_new_tokens >= 1, "--max-new-tokens {}: must be at least 1", o->max_new_tokens);
+        KOFF_CHECK(std::isfinite(o->temperature) && o->temperature >= 0,
+                   "--temperature {}: must be a finite number >= 0 (0 = greedy)", o->temperature);
+        KOFF_CHECK(std::isfinite(o->top_p) && o->top_p > 0 && o->top_p <= 1, "--top-p {}: must be in (0, 1]",
+                   o->top_p);
         const koff::DType dtype = o->device.resolved_dtype();
         const koff::Device device = o->device.resolved_device();
-        auto model = koff::nn::Transformer::load(o->model, dtype);
-        model.to(device);
+        koff::nn::check_model_files(o->model);
         auto tok = load_tokenizer(o->model);
         std::vector<int64_t> prompt;
         for (uint32_t id : tok.encode(o->prompt, true)) prompt.push_back(id);
+        const int64_t context = koff::nn::model_config(o->model).max_position_embeddings;
+        KOFF_CHECK(static_cast<int64_t>(prompt.size()) + o->max_new_tokens <= context,
+                   "--max-new-tokens {}: the prompt's {} tokens + {} exceed the context of {} tokens of {} "
+                   "(max_position_embeddings)",
+                   o->max_new_tokens, prompt.size(), o->max_new_tokens, context, o->model);
+        auto model = koff::nn::Transformer::load(o->model, dtype);
+        model.to(device);
         koff::nn::GenerateOptions g;
         g.max_new_tokens = o->max_new_tokens;
         g.temperature = o->temperature;

@@ -5,6 +5,7 @@
 
 #include "engine/dist/communicator.h"
 #include "engine/koff/experiment.h"
+#include "engine/tensor/interrupt.h"
 #include "tools/cli.h"
 #include "tools/progress.h"
 
@@ -78,6 +79,14 @@ void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& n
   sub.add_option("--save-dtype", job.save_dtype, "backbone weights on disk: f32 or bf16")->capture_default_str();
 }
 
+// Ctrl-C outside a training step (the trainer words its own): where the run stands.
+koff::Interrupted interrupted_in(const koff::Interrupted& e, const std::string& out) {
+  const std::string m = e.what();
+  if (m.find("run the same command") != std::string::npos) return e;
+  return koff::Interrupted(fmt::format("{}: the checkpoints in {}/ckpt are kept; run the same command again to resume",
+                                       m, out));
+}
+
 // --device / --dtype (tools/cli.h) and --profile.
 struct DeviceOptions : koff::cli::DeviceOptions {
   bool profile = false;
@@ -107,6 +116,9 @@ const bool offload_registered = koff::cli::add_command({"offload", "learn a mask
       add_settings_options(sub, *job, *no_lora, *no_kv, *no_mask);
       sub.add_option("--bucket-mb", job->bucket_mb, "data parallel: gradient all-reduce bucket size, MiB")
           ->capture_default_str();
+      sub.add_flag("--force-new", job->force_new,
+                   "start over when --out holds another run (other model, data or settings): its files are removed; "
+                   "without it such a run is refused");
       add_device_options(sub, *dev);
       return [=]() {
         job->settings.memory.lora = !*no_lora;
@@ -131,6 +143,11 @@ const bool offload_registered = koff::cli::add_command({"offload", "learn a mask
           fmt::print("{}", koff::offload::write_report(job->out_dir));
           fmt::print("report: {}/report.md\n", job->out_dir);
           return 0;
+        } catch (const koff::Interrupted& e) {
+          // Inside a step (the trainer's message says which checkpoint stays), an evaluation or the
+          // export: what was written whole stays, temporaries are gone; every rank leaves.
+          comm->abandon();
+          throw interrupted_in(e, job->out_dir);
         } catch (...) {
           // A failing rank leaves without the orderly MPI shutdown, which would wait for ranks that
           // wait for it: the launcher sees the exit and stops the job.
@@ -247,9 +264,14 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
             }
             job.progress = progress_printer(progress, job.settings.log_every, control_label(job.settings));
             job.interrupt = interrupt;
-            if (!koff::offload::run_offload(job)) {
-              progress.note("interrupted: run `koff demo` again with the same --out to continue");
-              return 130;
+            try {
+              if (!koff::offload::run_offload(job)) {
+                progress.note("interrupted: run `koff demo` again with the same --out to continue");
+                return 130;
+              }
+            } catch (const koff::Interrupted& e) {
+              throw koff::Interrupted(fmt::format("{} (run `koff demo` again with the same --out to continue)",
+                                                  interrupted_in(e, job.out_dir).what()));
             }
           }
         }

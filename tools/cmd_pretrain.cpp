@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "engine/nn/pretrain.h"
+#include "engine/tensor/interrupt.h"
 #include "tools/cli.h"
 #include "tools/progress.h"
 
@@ -34,9 +35,15 @@ const bool registered = koff::cli::add_command({"pretrain", "train a small base 
         for (const char* key : {"model", "train"})
           if (!cfg.contains(key)) throw koff::Error(fmt::format("{}: missing \"{}\" object", o->config, key));
         koff::nn::PretrainJob job;
-        job.model = cfg.at("model");
-        job.tokenizer = koff::nn::TokenizerSettings::from_json(cfg.value("tokenizer", nlohmann::json::object()));
-        job.train = koff::nn::PretrainSettings::from_json(cfg.at("train"));
+        try {
+          job.model = cfg.at("model");
+          job.tokenizer = koff::nn::TokenizerSettings::from_json(cfg.value("tokenizer", nlohmann::json::object()));
+          job.train = koff::nn::PretrainSettings::from_json(cfg.at("train"));
+        } catch (const koff::Error& e) {
+          throw koff::Error(fmt::format("{}: {}", o->config, e.what()));  // e.g. "train.steps: expected an integer"
+        }
+        KOFF_CHECK(o->steps >= 0, "--steps {}: must be positive", o->steps);
+        KOFF_CHECK(o->stop_after >= 0, "--stop-after {}: must be positive", o->stop_after);
         if (o->steps > 0) job.train.steps = o->steps;
         job.data_dir = o->data;
         job.out_dir = o->out;
@@ -53,7 +60,18 @@ const bool registered = koff::cli::add_command({"pretrain", "train a small base 
                                         r.step, r.steps, r.loss, r.lr, r.grad_norm, r.tokens_per_second,
                                         koff::cli::format_duration(eta)));
         };
-        auto ppl = koff::nn::pretrain(job);
+        std::vector<std::pair<std::string, double>> ppl;
+        try {
+          ppl = koff::nn::pretrain(job);
+        } catch (const koff::Interrupted& e) {  // inside a step or an evaluation: the step is abandoned
+          throw koff::Interrupted(fmt::format("{}: the last checkpoint in {}/ckpt is kept; run the same command again "
+                                              "to resume",
+                                              e.what(), o->out));
+        } catch (const koff::Error& e) {
+          const std::string m = e.what();  // the model config's errors name the config file
+          if (m.rfind("pretrain config 'model'", 0) == 0) throw koff::Error(o->config + ": " + m);
+          throw;
+        }
         progress.finish();
         if (!ppl.empty()) {
           fmt::print("valid perplexity of {}/model:\n", o->out);

@@ -2,6 +2,8 @@
 // subcommands that tools/cmd_*.cpp register (see cli.h).
 #include "tools/cli.h"
 
+#include "engine/tensor/interrupt.h"
+
 #include <fmt/core.h>
 
 #include <cstdio>
@@ -50,6 +52,11 @@ int main(int argc, char** argv) {
     }
     std::fputs(app.help().c_str(), stdout);
     return 0;
+  } catch (const koff::Interrupted& e) {
+    // Ctrl-C or SIGTERM (tools/progress.h): not an error; 130 as a shell reports SIGINT.
+    std::fflush(stdout);
+    fmt::print(stderr, "koff: {}\n", e.what());
+    return 130;
   } catch (const std::exception& e) {
     std::fflush(stdout);
     fmt::print(stderr, "koff: error: {}\n", e.what());

@@ -10,18 +10,34 @@
 #include <cstdio>
 #include <string>
 
+#include "engine/tensor/interrupt.h"
+
 namespace koff::cli {
 
-// SIGINT/SIGTERM set a flag that long jobs poll: they save a checkpoint and stop cleanly.
-inline std::atomic<bool>& interrupt_flag() {
-  static std::atomic<bool> flag{false};
-  return flag;
+// SIGINT/SIGTERM set the engine's interrupt flag (engine/tensor/interrupt.h): long jobs stop within
+// seconds wherever they are (a step in progress is abandoned, the last checkpoint stays; at a step
+// boundary a checkpoint is saved). A second signal exits at once (status 130), for when even that
+// is too slow; the next start removes what it left behind.
+inline std::atomic<bool>& interrupt_flag() { return koff::interrupt_flag(); }
+extern "C" inline void koff_on_interrupt(int) {
+  static std::atomic<int> count{0};
+  if (count.fetch_add(1) > 0) {
+    static const char msg[] = "\nkoff: second interrupt: exiting at once\n";
+    (void)!::write(2, msg, sizeof msg - 1);
+    ::_exit(130);
+  }
+  static const char msg[] = "\nkoff: interrupted: stopping (Ctrl-C again to exit at once)\n";
+  (void)!::write(2, msg, sizeof msg - 1);
+  koff::interrupt_flag().store(true);
 }
-extern "C" inline void koff_on_interrupt(int) { interrupt_flag().store(true); }
 inline const std::atomic<bool>* install_interrupt_handler() {
-  std::signal(SIGINT, koff_on_interrupt);
-  std::signal(SIGTERM, koff_on_interrupt);
-  return &interrupt_flag();
+  struct sigaction sa {};
+  sa.sa_handler = koff_on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  return &koff::interrupt_flag();
 }
 
 inline std::string format_duration(double seconds) {

@@ -28,6 +28,29 @@ std::vector<DomainFiles> list_domains(const std::string& data_dir) {
   return out;
 }
 
+namespace {
+
+// Length of the valid UTF-8 sequence starting at s[i] (RFC 3629: no overlongs, no surrogates, at
+// most U+10FFFF), or 0 when it is not one.
+size_t utf8_sequence(const std::string& s, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = b(i);
+  if (c < 0x80) return 1;
+  size_t n;
+  unsigned char lo = 0x80, hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF) n = 2;
+  else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+  else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+  else return 0;
+  if (i + n > s.size()) return 0;
+  if (b(i + 1) < lo || b(i + 1) > hi) return 0;
+  for (size_t k = 2; k < n; ++k)
+    if (b(i + k) < 0x80 || b(i + k) > 0xBF) return 0;
+  return n;
+}
+
+}  // namespace
+
 std::vector<std::string> read_paragraphs(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   KOFF_CHECK(in.good(), "cannot open {}", path);
@@ -37,7 +60,16 @@ std::vector<std::string> read_paragraphs(const std::string& path) {
     if (!current.empty()) out.push_back(std::move(current));
     current.clear();
   };
+  int64_t line_no = 0, offset = 0;  // 1-based line, byte offset of its start in the file
   while (std::getline(in, line)) {
+    ++line_no;
+    for (size_t i = 0; i < line.size();) {
+      const size_t n = utf8_sequence(line, i);
+      KOFF_CHECK(n > 0, "{}:{}: invalid UTF-8 (byte 0x{:02X} at byte offset {} of the file)", path, line_no,
+                 static_cast<unsigned char>(line[i]), offset + static_cast<int64_t>(i));
+      i += n;
+    }
+    offset += static_cast<int64_t>(line.size()) + 1;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     const bool blank = line.find_first_not_of(" \t") == std::string::npos;
     if (blank) {
@@ -84,6 +116,7 @@ Batch sample_batch(const std::vector<int32_t>& stream, int64_t batch, int64_t se
 }
 
 std::vector<Batch> eval_windows(const std::vector<int32_t>& stream, int64_t seq, int64_t max_windows) {
+  KOFF_CHECK(seq >= 1, "evaluation windows of {} tokens: must be at least 1", seq);
   std::vector<Batch> out;
   const int64_t n = static_cast<int64_t>(stream.size());
   for (int64_t start = 0; start + 1 < n; start += seq) {

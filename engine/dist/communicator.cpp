@@ -5,6 +5,7 @@
 
 #include "engine/dist/comm_thread.h"
 #include "engine/dist/host_communicators.h"
+#include "engine/tensor/interrupt.h"
 
 namespace koff::dist {
 
@@ -156,7 +157,18 @@ void CommThread::Item::wait() {
   std::unique_lock lock(shared->mutex);
   if (timed) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(shared->timeout_s);
-    if (!shared->cv.wait_until(lock, deadline, [&] { return done; })) {
+    // In slices, so that Ctrl-C is honoured while a peer is slow or gone (engine/tensor/interrupt.h):
+    // the collective may never complete, so the thread is marked broken like after a timeout.
+    while (!done && std::chrono::steady_clock::now() < deadline) {
+      if (interrupt_pending()) {
+        shared->broken = true;
+        throw Interrupted(fmt::format("{}: interrupted while waiting for {}", shared->where, what));
+      }
+      const auto slice = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+      if (slice < deadline) shared->cv.wait_until(lock, slice, [&] { return done; });
+      else shared->cv.wait_until(lock, deadline, [&] { return done; });
+    }
+    if (!done) {
       shared->broken = true;
       throw Error(
           fmt::format("{}: {} did not complete within {:g} s (KOFF_DIST_TIMEOUT): another rank died or "

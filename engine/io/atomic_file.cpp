@@ -1,14 +1,17 @@
 #include "engine/io/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "engine/tensor/error.h"
+#include "engine/tensor/interrupt.h"
 
 namespace koff::io {
 
@@ -38,10 +41,12 @@ AtomicFile::~AtomicFile() {
 
 void AtomicFile::write(const void* data, size_t nbytes) {
   KOFF_CHECK(fd_ >= 0 && !committed_, "{}: write after commit", path_.string());
+  check_interrupt("writing a file");  // the destructor removes the temporary
   const char* p = static_cast<const char*>(data);
   while (nbytes > 0) {
     // write(2) may write less than asked (signals, large sizes); loop until done.
-    const size_t chunk = std::min<size_t>(nbytes, size_t(1) << 30);
+    const size_t chunk = std::min<size_t>(nbytes, size_t(1) << 26);
+    check_interrupt("writing a file");
     const ssize_t n = ::write(fd_, p, chunk);
     if (n < 0 && errno == EINTR) continue;
     KOFF_CHECK(n > 0, "{}: write failed after {} bytes: {}", path_.string(), written_, errno_text());
@@ -68,6 +73,40 @@ void AtomicFile::commit() {
     (void)::fsync(dfd);
     ::close(dfd);
   }
+}
+
+namespace {
+
+// "<name>.tmp.<pid>.<n>" -> pid, or 0 when the name is not an AtomicFile temporary.
+pid_t temporary_owner(const std::string& name) {
+  const size_t at = name.rfind(".tmp.");
+  if (at == std::string::npos) return 0;
+  const std::string rest = name.substr(at + 5);  // "<pid>.<n>"
+  const size_t dot = rest.find('.');
+  if (dot == std::string::npos || dot == 0 || dot + 1 == rest.size()) return 0;
+  for (size_t i = 0; i < rest.size(); ++i)
+    if (i != dot && (rest[i] < '0' || rest[i] > '9')) return 0;
+  if (dot > 9) return 0;
+  return static_cast<pid_t>(std::stol(rest.substr(0, dot)));
+}
+
+}  // namespace
+
+int64_t remove_orphaned_temporaries(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return 0;
+  std::vector<fs::path> orphans;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    const pid_t pid = temporary_owner(it->path().filename().string());
+    // kill(pid, 0) fails with ESRCH when no such process exists: its writer died (kill -9, power).
+    if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) orphans.push_back(it->path());
+  }
+  int64_t removed = 0;
+  for (const auto& p : orphans) removed += fs::remove(p, ec) ? 1 : 0;
+  return removed;
 }
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view contents) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -38,6 +39,10 @@ class AtomicFile {
   size_t written_ = 0;
   bool committed_ = false;
 };
+
+// Removes the AtomicFile temporaries under dir (recursively) whose writing process no longer exists
+// (a kill -9 or a power loss between create and commit). Returns how many were removed.
+int64_t remove_orphaned_temporaries(const std::filesystem::path& dir);
 
 // The whole contents at once (JSON files and the like).
 void write_file_atomic(const std::filesystem::path& path, std::string_view contents);

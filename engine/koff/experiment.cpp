@@ -11,6 +11,7 @@
 #include "engine/data/corpus.h"
 #include "engine/io/atomic_file.h"
 #include "engine/koff/export.h"
+#include "engine/koff/run_identity.h"
 #include "engine/nn/evaluate.h"
 #include "engine/nn/model_files.h"
 #include "engine/ops/emulated_device.h"
@@ -33,21 +34,62 @@ std::string variant_name(const OffloadSettings& s) {
 
 void validate(const OffloadJob& job) {
   const OffloadSettings& s = job.settings;
-  KOFF_CHECK(s.target >= 0 && s.target < 1, "--target must be in [0, 1), got {}", s.target);
-  KOFF_CHECK(s.steps > 0 && s.batch > 0 && s.seq > 1, "--steps and --batch must be positive and --seq > 1");
-  KOFF_CHECK(s.kd >= 0, "--kd must be >= 0, got {}", s.kd);
+  // One line naming the option, the value and the limit (README, "Errors").
+  auto positive = [](const char* flag, int64_t v) { KOFF_CHECK(v > 0, "{} {}: must be a positive count", flag, v); };
+  auto rate = [](const char* flag, double v, bool zero_ok) {
+    KOFF_CHECK(std::isfinite(v) && (zero_ok ? v >= 0 : v > 0), "{} {}: must be a finite number {} 0", flag, v,
+               zero_ok ? ">=" : ">");
+  };
+  auto fraction = [](const char* flag, double v) {
+    KOFF_CHECK(std::isfinite(v) && v >= 0 && v <= 1, "{} {}: must be a fraction in [0, 1]", flag, v);
+  };
+  KOFF_CHECK(std::isfinite(s.target) && s.target >= 0 && s.target < 1, "--target {}: must be in [0, 1)", s.target);
+  positive("--steps", s.steps);
+  positive("--batch", s.batch);
+  positive("--accum", s.accum);
+  KOFF_CHECK(s.seq > 1, "--seq {}: must be at least 2 tokens", s.seq);
+  positive("--checkpoint-every", s.checkpoint_every);
+  positive("log_every", s.log_every);
+  KOFF_CHECK(s.recovery_steps >= 0, "--recovery-steps {}: must be >= 0", s.recovery_steps);
+  fraction("--warmup-frac", s.warmup_frac);
+  fraction("memory_warmup_frac", s.memory_warmup_frac);
+  rate("--lr-gates", s.lr_gates, false);
+  rate("--lr-lambda", s.lr_lambda, true);
+  rate("--lr-memory", s.lr_memory, false);
+  KOFF_CHECK(std::isfinite(s.init_log_alpha), "init_log_alpha {}: must be finite", s.init_log_alpha);
+  rate("--kd", s.kd, true);
+  if (s.memory.lora) {
+    positive("--rank", s.memory.rank);
+    rate("--alpha", s.memory.alpha, false);
+  }
+  if (s.memory.kv) positive("--slots", s.memory.slots);
+  KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random" || s.memory.kv_init == "neutral",
+             "--kv-init '{}': must be text, random or neutral", s.memory.kv_init);
+  rate("--lr-memory-gate", s.lr_memory_gate, false);
   (void)sparsity_control_from_name(s.sparsity_control);
   KOFF_CHECK(s.learn_mask || (s.target == 0 && s.has_memory()),
              "--no-mask learns memories on the dense model: it needs --target 0 and LoRA or KV memories");
-  KOFF_CHECK(std::isfinite(s.penalty) && s.penalty >= 0, "--penalty must be finite and >= 0, got {}", s.penalty);
-  KOFF_CHECK(s.memory.kv_init == "text" || s.memory.kv_init == "random" || s.memory.kv_init == "neutral",
-             "--kv-init must be text, random or neutral, got '{}'", s.memory.kv_init);
-  KOFF_CHECK(job.save_dtype == "f32" || job.save_dtype == "bf16", "--save-dtype must be f32 or bf16");
-  KOFF_CHECK(job.bucket_mb > 0, "--bucket-mb must be positive, got {}", job.bucket_mb);
+  rate("--penalty", s.penalty, true);
+  KOFF_CHECK(job.cross_tokens >= 0, "--cross-tokens {}: must be >= 0 (0 = the whole valid split)", job.cross_tokens);
+  KOFF_CHECK(job.eval_tokens >= 0, "--eval-tokens {}: must be >= 0 (0 = the whole valid split)", job.eval_tokens);
+  KOFF_CHECK(job.eval_seq > 1, "evaluation window {}: must be at least 2 tokens", job.eval_seq);
+  KOFF_CHECK(job.save_dtype == "f32" || job.save_dtype == "bf16", "--save-dtype '{}': must be f32 or bf16",
+             job.save_dtype);
+  KOFF_CHECK(std::isfinite(job.bucket_mb) && job.bucket_mb > 0, "--bucket-mb {}: must be positive", job.bucket_mb);
   KOFF_CHECK(job.dtype == DType::f32 || job.dtype == DType::bf16, "--dtype must be f32 or bf16");
   KOFF_CHECK(job.dtype == DType::f32 || !job.device.is_cpu(),
              "--dtype bf16 needs --device cuda: the CPU backend computes in f32 (the reference)");
   nn::check_model_files(job.model_dir);  // a model directory or a GGUF file
+  const io::ModelConfig config = nn::model_config(job.model_dir);
+  KOFF_CHECK(s.seq <= config.max_position_embeddings,
+             "--seq {}: longer than the context of {} tokens of {} (max_position_embeddings)", s.seq,
+             config.max_position_embeddings, job.model_dir);
+  KOFF_CHECK(job.eval_seq <= config.max_position_embeddings,
+             "evaluation window {}: longer than the context of {} tokens of {} (max_position_embeddings)", job.eval_seq,
+             config.max_position_embeddings, job.model_dir);
+  if (s.memory.lora)
+    KOFF_CHECK(s.memory.rank <= config.hidden_size, "--rank {}: larger than the model's hidden size {}",
+               s.memory.rank, config.hidden_size);
   for (const auto& d : data::list_domains(job.data_dir)) {
     (void)data::read_paragraphs(d.train);
     (void)data::read_paragraphs(d.valid);
@@ -136,7 +178,7 @@ json lape(const nn::Transformer& base, const std::vector<std::vector<int32_t>>& 
 }  // namespace
 
 bool run_offload(const OffloadJob& job) {
-  validate(job);
+  validate(job);  // then the checks that need the model, the tokens and run.json: nothing is written before
   const OffloadSettings& s = job.settings;
   auto note = [&](const std::string& m) {
     if (job.progress) job.progress(StepReport::note(m));
@@ -148,17 +190,34 @@ bool run_offload(const OffloadJob& job) {
   const int64_t eos = eos_ids.empty() ? -1 : eos_ids.front();
   std::vector<std::string> names;
   std::vector<std::vector<int32_t>> train, valid;
-  for (const auto& d : data::list_domains(job.data_dir)) {
+  const auto domains = data::list_domains(job.data_dir);
+  for (const auto& d : domains) {
     names.push_back(d.name);
     train.push_back(data::tokenize(tok, data::read_paragraphs(d.train), eos));
     valid.push_back(head(data::tokenize(tok, data::read_paragraphs(d.valid), eos), job.eval_tokens));
+    KOFF_CHECK(static_cast<int64_t>(train.back().size()) > s.seq + 1,
+               "{}: {} tokens, too few for one training window of --seq {} + 1", d.train, train.back().size(), s.seq);
+    KOFF_CHECK(valid.back().size() >= 2, "{}: {} tokens, too few to evaluate", d.valid, valid.back().size());
   }
   const fs::path out(job.out_dir);
   const bool root = !job.comm || job.comm->is_root();
+  // What this run is (run_identity.h): resuming another run's checkpoints is refused.
+  const json fingerprint = run_fingerprint(job.model_dir, domains, s.to_json());
+  if (!job.force_new) check_resume_identity(out, fingerprint);
+  OffloadTrainer trainer(base, names, train, s, out.string(), job.comm,
+                         static_cast<size_t>(job.bucket_mb * 1024 * 1024));
+  // Every check has passed: from here on the run directory is written.
+  if (root && job.force_new) clear_run_directory(out);
+  if (job.force_new && job.comm && job.comm->world_size() > 1) {
+    uint64_t cleared = 1;  // no rank looks for checkpoints before rank 0 has removed them
+    job.comm->broadcast(&cleared, sizeof cleared, 0);
+  }
   if (root) fs::create_directories(out);
+  if (root && io::remove_orphaned_temporaries(out) > 0)
+    note(fmt::format("removed temporary files left in {} by a process that died", out.string()));
   json run = {{"model", fs::absolute(job.model_dir).string()}, {"data", fs::absolute(job.data_dir).string()},
               {"domains", names}, {"settings", s.to_json()}, {"variant", variant_name(s)},
-              {"eval_tokens", job.eval_tokens}, {"eval_seq", job.eval_seq}};
+              {"eval_tokens", job.eval_tokens}, {"eval_seq", job.eval_seq}, {"fingerprint", fingerprint}};
   if (root) io::write_file_atomic(out / "run.json", run.dump(2));
   note(fmt::format("{}: {} on {} domains, target {:.0f}%, {} steps of {} x {} tokens", out.string(), variant_name(s),
                    names.size(), 100 * s.target, s.steps, s.batch, s.seq));
@@ -173,8 +232,6 @@ bool run_offload(const OffloadJob& job) {
   if (!job.device.is_cpu())
     note(fmt::format("device {} ({}), frozen weights in {}, trainables and AdamW state in f32", job.device.str(),
                      raw_backend_for(job.device).name(), dtype_name(job.dtype)));
-  OffloadTrainer trainer(base, names, train, s, out.string(), job.comm,
-                         static_cast<size_t>(job.bucket_mb * 1024 * 1024));
   profile::Ceilings ceilings;
   if (job.profile && root) {
     // Ceilings measured here, in the same run as the step they judge (sized down on the CPU).

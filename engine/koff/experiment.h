@@ -27,6 +27,9 @@ struct OffloadJob {
   int64_t lape_tokens = 8192;   // per language, for the LAPE activation statistics of the dense model
   bool eval_dense = true;       // also evaluate the dense model (koff demo: once per seed)
   std::string save_dtype = "f32";  // backbone weights on disk: f32 or bf16
+  // Start over in an --out that holds another run (its files are removed once every check passed);
+  // without it such a run is refused (engine/koff/run_identity.h).
+  bool force_new = false;
   const std::atomic<bool>* interrupt = nullptr;
   std::function<void(const StepReport&)> progress;
   dist::Communicator* comm = nullptr;  // the data-parallel group; null: one process

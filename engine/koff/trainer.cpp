@@ -4,10 +4,12 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "engine/io/atomic_file.h"
 #include "engine/io/checkpoint_dir.h"
 #include "engine/ops/profile.h"
+#include "engine/tensor/interrupt.h"
 
 namespace koff::offload {
 
@@ -238,8 +240,11 @@ void OffloadTrainer::save_checkpoint(int64_t step, const std::string& phase) {
   ckpt.commit(step);
 }
 
-bool OffloadTrainer::load_checkpoint(int64_t* step, std::string* phase) {
-  const auto latest = io::CheckpointDir(fs::path(run_dir_) / "ckpt").latest();
+bool OffloadTrainer::load_checkpoint(int64_t* step, std::string* phase, std::vector<std::string>* warnings) {
+  // Newest first: a corrupt newest checkpoint (truncated, unreadable) falls back to the previous one.
+  const auto candidates = io::CheckpointDir(fs::path(run_dir_) / "ckpt").newest_first();
+  const std::optional<fs::path> latest =
+      candidates.empty() ? std::nullopt : std::optional<fs::path>(candidates.front());
   if (distributed()) {
     // Every rank must resume from the same checkpoint: rank 0's is the reference.
     const std::string name = latest ? latest->filename().string() : "";  // "step-N"
@@ -250,24 +255,45 @@ bool OffloadTrainer::load_checkpoint(int64_t* step, std::string* phase) {
                "every rank shares",
                comm_->where(), latest ? name : "none", run_dir_, "another");
   }
-  if (!latest) return false;
-  const fs::path dir = *latest;
-  std::ifstream sj(dir / "state.json");
-  KOFF_CHECK(sj.good(), "checkpoint {} is incomplete (no state.json)", dir.string());
-  json st = json::parse(sj);
-  KOFF_CHECK(st.at("settings") == settings_.to_json(),
-             "{}: the checkpoint was made with other settings; use a fresh --out or the same settings", dir.string());
-  io::SafetensorsFile f(dir / "state.safetensors");
-  const DType dt = trainable_dtype();
-  for (auto v : gates_.parameters()) v.mutable_data().copy_(f.load(v.name(), dt));
-  controller_.set_lambda1(f.load("lambda1", DType::f64).item());
-  if (bank_) bank_->load_state([&](const std::string& n) { return f.load(n, dt); });
-  opt_.load_state([&](const std::string& n) { return f.load("adam." + n, dt); }, st.at("optimizer_steps"));
-  recovery_opt_.load_state([&](const std::string& n) { return f.load("adam_recovery." + n, dt); },
-                           st.at("recovery_optimizer_steps"));
-  *step = st.at("step");
-  *phase = st.at("phase");
-  return true;
+  for (const fs::path& dir : candidates) {
+    json st;
+    try {
+      std::ifstream sj(dir / "state.json");
+      KOFF_CHECK(sj.good(), "{}: no state.json", dir.string());
+      try {
+        st = json::parse(sj);
+      } catch (const json::exception& e) {
+        fail("{}: state.json is not valid JSON ({})", dir.string(), e.what());
+      }
+    } catch (const Error& e) {
+      warnings->push_back(fmt::format("warning: skipping checkpoint {}: {}", dir.string(), e.what()));
+      continue;
+    }
+    // Not a corruption but another run: no fallback (run.json's fingerprint normally refuses this first).
+    KOFF_CHECK(st.value("settings", json()) == settings_.to_json(),
+               "{}: the checkpoint was made with other settings; use a fresh --out or the same settings", dir.string());
+    try {
+      io::SafetensorsFile f(dir / "state.safetensors");
+      const DType dt = trainable_dtype();
+      for (auto v : gates_.parameters()) v.mutable_data().copy_(f.load(v.name(), dt));
+      controller_.set_lambda1(f.load("lambda1", DType::f64).item());
+      if (bank_) bank_->load_state([&](const std::string& n) { return f.load(n, dt); });
+      opt_.load_state([&](const std::string& n) { return f.load("adam." + n, dt); }, st.at("optimizer_steps"));
+      recovery_opt_.load_state([&](const std::string& n) { return f.load("adam_recovery." + n, dt); },
+                               st.at("recovery_optimizer_steps"));
+      *step = st.at("step");
+      *phase = st.at("phase");
+    } catch (const Interrupted&) {
+      throw;
+    } catch (const std::exception& e) {  // every tensor is loaded again from the next candidate
+      warnings->push_back(fmt::format("warning: skipping checkpoint {}: {}", dir.string(), e.what()));
+      continue;
+    }
+    return true;
+  }
+  KOFF_CHECK(candidates.empty(), "no checkpoint in {}/ckpt is readable (see the warnings above); use --force-new "
+             "to start over", run_dir_);
+  return false;
 }
 
 // The replicas must hold the same trainables (every rank applies the same summed gradient); a
@@ -294,13 +320,25 @@ void OffloadTrainer::check_replicas_agree(int64_t step) {
 bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress, const std::atomic<bool>* interrupt) {
   const OffloadSettings& s = settings_;
   if (is_root()) fs::create_directories(run_dir_);  // only rank 0 writes into the run directory
+  if (is_root()) io::CheckpointDir(fs::path(run_dir_) / "ckpt").remove_unfinished();  // a dead writer's
   interrupt_ = interrupt;
   int64_t step = 0;
   std::string phase = "mask";
   auto note = [&](const std::string& m) {
     if (progress) progress(StepReport::note(m));
   };
-  if (load_checkpoint(&step, &phase)) note(fmt::format("resumed {} at step {}", run_dir_, step));
+  std::vector<std::string> warnings;
+  const bool resumed = load_checkpoint(&step, &phase, &warnings);
+  for (const auto& w : warnings) note(w);
+  if (resumed) note(fmt::format("resumed {} at step {}", run_dir_, step));
+  int64_t saved = resumed ? step : -1;  // the step of the last checkpoint on disk
+  // Ctrl-C inside a step (engine/tensor/interrupt.h): the step is abandoned, the checkpoint stays.
+  auto abandoned = [&](const Interrupted& e) {
+    return Interrupted(fmt::format("{} in step {}: the step was abandoned; {}; run the same command again to resume",
+                                   e.what(), step + 1,
+                                   saved >= 0 ? fmt::format("the checkpoint of step {} in {}/ckpt is kept", saved, run_dir_)
+                                              : std::string("no checkpoint was written yet")));
+  };
   std::ofstream metrics;
   if (is_root()) metrics.open(fs::path(run_dir_) / "metrics.jsonl", std::ios::app);
   const auto t0 = std::chrono::steady_clock::now();
@@ -330,8 +368,10 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
   // Data parallel: the flag reduced in the last step, so that all ranks stop (and save) together.
   auto stop_requested = [&] { return distributed() ? stop_all_ : interrupt && interrupt->load(); };
   auto checkpoint = [&] {
+    const NoInterruptScope finish_it;  // a checkpoint once begun is completed (also the one Ctrl-C asked for)
     check_replicas_agree(step);
     if (is_root()) save_checkpoint(step, phase);
+    saved = step;
   };
 
   while (phase == "mask" && step < s.steps) {
@@ -347,6 +387,9 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
     double loss = 0;
     try {
       loss = train_step(step, false, nullptr);
+    } catch (const Interrupted& e) {
+      profile::set_enabled(false);
+      throw abandoned(e);
     } catch (...) {
       profile::set_enabled(false);
       throw;
@@ -381,7 +424,12 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
     phase = "recovery";
   }
   while (bank_ && step < s.steps + s.recovery_steps) {
-    const double loss = train_step(step, true, nullptr);
+    double loss = 0;
+    try {
+      loss = train_step(step, true, nullptr);
+    } catch (const Interrupted& e) {
+      throw abandoned(e);
+    }
     ++step;
     report(loss);
     if (step % s.checkpoint_every == 0 || step == s.steps + s.recovery_steps || stop_requested()) checkpoint();

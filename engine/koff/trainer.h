@@ -140,7 +140,7 @@ class OffloadTrainer {
 
  private:
   void save_checkpoint(int64_t step, const std::string& phase);
-  bool load_checkpoint(int64_t* step, std::string* phase);
+  bool load_checkpoint(int64_t* step, std::string* phase, std::vector<std::string>* warnings);
   double memory_lr_scale(int64_t step, int64_t total) const;
   bool distributed() const { return comm_ && comm_->world_size() > 1; }
   bool is_root() const { return !comm_ || comm_->is_root(); }

@@ -1,9 +1,12 @@
 #include "engine/nn/pretrain.h"
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <unistd.h>
 
 #include "engine/data/corpus.h"
 #include "engine/io/atomic_file.h"
@@ -11,6 +14,7 @@
 #include "engine/io/safetensors.h"
 #include "engine/nn/evaluate.h"
 #include "engine/nn/optim.h"
+#include "engine/tensor/interrupt.h"
 #include "tokenizer/trainer.h"
 
 namespace koff::nn {
@@ -18,17 +22,50 @@ namespace koff::nn {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+namespace {
+
+// j[key] into slot when present; a value of the wrong type is one line naming the key (`where` is
+// "train" or "tokenizer") instead of the JSON library's message.
+template <typename T>
+void get_key(const json& j, const char* where, const char* key, T& slot) {
+  if (!j.contains(key)) return;
+  const json& v = j.at(key);
+  const bool ok = std::is_same_v<T, std::string> ? v.is_string()
+                  : std::is_floating_point_v<T>  ? v.is_number()
+                  : std::is_unsigned_v<T>        ? v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0)
+                                                 : v.is_number_integer();
+  KOFF_CHECK(ok, "{}.{}: expected {}, got {}", where, key,
+             std::is_same_v<T, std::string> ? "a string"
+             : std::is_floating_point_v<T>  ? "a number"
+             : std::is_unsigned_v<T>        ? "a non-negative integer"
+                                            : "an integer",
+             v.dump());
+  slot = v.get<T>();
+}
+
+}  // namespace
+
 PretrainSettings PretrainSettings::from_json(const json& j) {
+  KOFF_CHECK(j.is_object(), "train: expected an object, got {}", j.dump());
   PretrainSettings s;
-  auto get = [&](const char* key, auto& slot) {
-    if (j.contains(key)) slot = j.at(key).get<std::remove_reference_t<decltype(slot)>>();
-  };
+  auto get = [&](const char* key, auto& slot) { get_key(j, "train", key, slot); };
   get("steps", s.steps), get("batch", s.batch), get("seq", s.seq), get("warmup", s.warmup), get("lr", s.lr);
   get("min_lr", s.min_lr), get("weight_decay", s.weight_decay), get("beta1", s.beta1), get("beta2", s.beta2);
   get("grad_clip", s.grad_clip), get("seed", s.seed), get("log_every", s.log_every);
   get("checkpoint_every", s.checkpoint_every), get("eval_every", s.eval_every), get("eval_windows", s.eval_windows);
-  KOFF_CHECK(s.steps > 0 && s.batch > 0 && s.seq > 1, "train: steps, batch must be positive and seq > 1");
-  KOFF_CHECK(s.lr > 0 && s.min_lr >= 0 && s.min_lr <= s.lr, "train: need 0 <= min_lr <= lr and lr > 0");
+  for (auto [key, v] : {std::pair{"steps", s.steps}, {"batch", s.batch}, {"log_every", s.log_every},
+                        {"checkpoint_every", s.checkpoint_every}})
+    KOFF_CHECK(v > 0, "train.{} {}: must be positive", key, v);
+  KOFF_CHECK(s.seq > 1, "train.seq {}: must be at least 2", s.seq);
+  for (auto [key, v] : {std::pair{"warmup", s.warmup}, {"eval_every", s.eval_every}, {"eval_windows", s.eval_windows}})
+    KOFF_CHECK(v >= 0, "train.{} {}: must be >= 0", key, v);
+  KOFF_CHECK(std::isfinite(s.lr) && s.lr > 0, "train.lr {}: must be a finite number > 0", s.lr);
+  KOFF_CHECK(std::isfinite(s.min_lr) && s.min_lr >= 0 && s.min_lr <= s.lr, "train.min_lr {}: must be in [0, lr = {}]",
+             s.min_lr, s.lr);
+  for (auto [key, v] : {std::pair{"weight_decay", s.weight_decay}, {"grad_clip", s.grad_clip}})
+    KOFF_CHECK(std::isfinite(v) && v >= 0, "train.{} {}: must be a finite number >= 0", key, v);
+  for (auto [key, v] : {std::pair{"beta1", s.beta1}, {"beta2", s.beta2}})
+    KOFF_CHECK(std::isfinite(v) && v >= 0 && v < 1, "train.{} {}: must be in [0, 1)", key, v);
   return s;
 }
 
@@ -40,11 +77,20 @@ json PretrainSettings::to_json() const {
 }
 
 TokenizerSettings TokenizerSettings::from_json(const json& j) {
+  KOFF_CHECK(j.is_object(), "tokenizer: expected an object, got {}", j.dump());
   TokenizerSettings t;
-  if (j.contains("vocab_size")) t.vocab_size = j.at("vocab_size");
-  if (j.contains("special_tokens")) t.special_tokens = j.at("special_tokens").get<std::vector<std::string>>();
-  if (j.contains("bos_token")) t.bos_token = j.at("bos_token");
-  if (j.contains("eos_token")) t.eos_token = j.at("eos_token");
+  get_key(j, "tokenizer", "vocab_size", t.vocab_size);
+  if (j.contains("special_tokens")) {
+    const json& v = j.at("special_tokens");
+    KOFF_CHECK(v.is_array() && std::all_of(v.begin(), v.end(), [](const json& e) { return e.is_string(); }),
+               "tokenizer.special_tokens: expected a list of strings, got {}", v.dump());
+    t.special_tokens = v.get<std::vector<std::string>>();
+  }
+  get_key(j, "tokenizer", "bos_token", t.bos_token);
+  get_key(j, "tokenizer", "eos_token", t.eos_token);
+  KOFF_CHECK(t.vocab_size >= 256 + static_cast<int64_t>(t.special_tokens.size()) && t.vocab_size <= (int64_t{1} << 24),
+             "tokenizer.vocab_size {}: must be in [256 + {} special tokens, 2^24]", t.vocab_size,
+             t.special_tokens.size());
   return t;
 }
 
@@ -90,8 +136,53 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
     if (job.progress) job.progress({0, s.steps, 0, 0, 0, 0, 0, m});
   };
   const fs::path out(job.out_dir);
-  fs::create_directories(out / "ckpt");
+  // Every check first (README, "Errors"): nothing is written, no tokenizer trained, on bad input.
   const auto domains = data::list_domains(job.data_dir);
+  for (const auto& d : domains) (void)data::read_paragraphs(d.train), (void)data::read_paragraphs(d.valid);
+  {
+    json mj = job.model;  // the ids the tokenizer will give, as placeholders
+    KOFF_CHECK(mj.is_object(), "model: expected an object of config.json fields, got {}", mj.dump());
+    mj["vocab_size"] = job.tokenizer.vocab_size;
+    mj["bos_token_id"] = 0;
+    mj["eos_token_id"] = 1;
+    const io::ModelConfig c = io::parse_config(mj, "pretrain config 'model'");
+    KOFF_CHECK(s.seq <= c.max_position_embeddings, "train.seq {}: longer than the model's max_position_embeddings {}",
+               s.seq, c.max_position_embeddings);
+    // f32 weights, gradients and the two AdamW moments: refuse what cannot fit, before allocating it.
+    const double h = double(c.hidden_size), f = double(c.intermediate_size), hd = double(c.head_dim);
+    const double per_layer = h * hd * double(c.num_attention_heads) * 2 + h * hd * double(c.num_key_value_heads) * 2 +
+                             3 * h * f + 2 * h;
+    const double params = double(c.num_hidden_layers) * per_layer + double(c.vocab_size) * h * (c.tie_word_embeddings ? 1 : 2);
+    const double need = 16 * params;
+    const double have = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+    KOFF_CHECK(have <= 0 || need < have,
+               "pretrain config 'model': about {:.3g} parameters need {:.3g} GB for f32 weights, gradients and AdamW "
+               "state, more than this machine's {:.3g} GB of memory",
+               params, need / 1e9, have / 1e9);
+  }
+  const json run_identity = {{"model", job.model}, {"train", s.to_json()},
+                             {"tokenizer", {{"vocab_size", job.tokenizer.vocab_size},
+                                            {"special_tokens", job.tokenizer.special_tokens},
+                                            {"bos", job.tokenizer.bos_token}, {"eos", job.tokenizer.eos_token}}}};
+  if (fs::exists(out / "run.json")) {
+    // Resume only what this run started (engine/koff/run_identity.h does the same for offload).
+    json before;
+    try {
+      std::ifstream in(out / "run.json");
+      before = json::parse(in);
+    } catch (const std::exception&) {
+      fail("{}: not valid JSON; use another --out", (out / "run.json").string());
+    }
+    // run.json of an older koff has no "identity": compare its training settings.
+    const json then = before.contains("identity") ? before.at("identity") : json{{"train", before.value("train", json())}};
+    for (const auto& [key, v] : then.items())
+      KOFF_CHECK(v == run_identity.value(key, json()),
+                 "{} holds another run: its \"{}\" settings differ from this config's; use another --out", out.string(),
+                 key);
+  }
+  fs::create_directories(out / "ckpt");
+  io::remove_orphaned_temporaries(out);
+  io::CheckpointDir(out / "ckpt").remove_unfinished();
 
   // 1. Tokenizer: trained once on every domain's train split, then reused on resume.
   const fs::path tok_path = out / "tokenizer.json";
@@ -148,14 +239,30 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
   // 4. Resume.
   const io::CheckpointDir ckpt(out / "ckpt");
   int64_t step = 0;
-  if (auto dir = ckpt.latest()) {
-    io::SafetensorsFile weights((*dir / "model.safetensors").string());
-    for (auto& [name, v] : model.named_parameters()) const_cast<autograd::Variable&>(v).mutable_data().copy_(weights.load(name, DType::f32));
-    io::SafetensorsFile state((*dir / "optimizer.safetensors").string());
-    std::ifstream sj(*dir / "state.json");
-    json st = json::parse(sj);
-    step = st.at("step");
-    opt.load_state([&](const std::string& n) { return state.load(n, DType::f32); }, st.at("optimizer_steps"));
+  const auto candidates = ckpt.newest_first();  // a corrupt newest one falls back to the previous
+  std::optional<fs::path> resumed_from;
+  for (const fs::path& dir : candidates) {
+    try {
+      io::SafetensorsFile weights((dir / "model.safetensors").string());
+      for (auto& [name, v] : model.named_parameters()) const_cast<autograd::Variable&>(v).mutable_data().copy_(weights.load(name, DType::f32));
+      io::SafetensorsFile state((dir / "optimizer.safetensors").string());
+      std::ifstream sj(dir / "state.json");
+      KOFF_CHECK(sj.good(), "no state.json");
+      json st = json::parse(sj);
+      step = st.at("step");
+      opt.load_state([&](const std::string& n) { return state.load(n, DType::f32); }, st.at("optimizer_steps"));
+      resumed_from = dir;
+      break;
+    } catch (const Interrupted&) {
+      throw;
+    } catch (const std::exception& e) {
+      note(fmt::format("warning: skipping checkpoint {}: {}", dir.string(), e.what()));
+    }
+  }
+  KOFF_CHECK(candidates.empty() || resumed_from, "no checkpoint in {} is readable (see the warnings above)",
+             (out / "ckpt").string());
+  if (resumed_from) {
+    const fs::path* dir = &*resumed_from;
     note(fmt::format("resumed from {} (step {})", dir->string(), step));
     // Metrics after the checkpoint belong to the interrupted run: drop them.
     fs::path mpath = out / "metrics.jsonl";
@@ -169,7 +276,7 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
   }
   json run = {{"model", mj}, {"train", s.to_json()}, {"data", job.data_dir},
               {"tokenizer", {{"vocab_size", job.tokenizer.vocab_size}, {"bos", job.tokenizer.bos_token}, {"eos", job.tokenizer.eos_token}}},
-              {"parameters", model.num_parameters()}};
+              {"parameters", model.num_parameters()}, {"identity", run_identity}};
   io::write_file_atomic((out / "run.json").string(), run.dump(2));
   note(fmt::format("model: {} parameters ({} layers, d={}, {} heads / {} KV heads, ff={})", model.num_parameters(),
                    config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
@@ -212,7 +319,10 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
     if (job.progress) job.progress({step, s.steps, loss_value, lr, tps, gnorm, secs, ""});
     const bool interrupted = job.interrupt && job.interrupt->load();
     const bool stop = interrupted || (job.stop_after > 0 && step - first_step >= job.stop_after);
-    if (step % s.checkpoint_every == 0 || step == s.steps || stop) save();
+    if (step % s.checkpoint_every == 0 || step == s.steps || stop) {
+      const NoInterruptScope finish_it;  // a checkpoint once begun is completed
+      save();
+    }
     if (s.eval_every > 0 && step % s.eval_every == 0 && step < s.steps) {
       std::string line = fmt::format("eval at step {}:", step);
       json m = {{"step", step}};

@@ -4,6 +4,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/ops/profile.h"
+#include "engine/tensor/interrupt.h"
 
 namespace koff {
 
@@ -25,6 +26,9 @@ Backend& raw_backend_for(Device device) {
 }
 
 Backend& backend_for(Device device) {
+  // Every op dispatches through here: the one place that makes Ctrl-C work inside a step, an
+  // evaluation or an export (engine/tensor/interrupt.h). One relaxed atomic load per op.
+  check_interrupt("a computation");
   Backend& b = raw_backend_for(device);
   return profile::enabled() ? profile::timed(b, device.type) : b;
 }

@@ -528,8 +528,8 @@ TEST_F(DistJob, TorchrunStyleTwoRanksTrainsLikeOneProcess) {
   }
 }
 
-// SIGTERM to every rank (what Slurm's scancel does) stops the job at the same step on every rank
-// with a checkpoint; the same command resumes it, and it ends bit for bit where an uninterrupted
+// SIGTERM to every rank (what Slurm's scancel does) stops the job on every rank (at a step boundary
+// with a checkpoint, inside a step by abandoning it); the same command resumes it, and it ends bit for bit where an uninterrupted
 // two-rank run ends.
 TEST_F(DistJob, MpirunStopAndResumeIsBitIdentical) {
   KOFF_REQUIRE_MPI();
@@ -552,7 +552,11 @@ TEST_F(DistJob, MpirunStopAndResumeIsBitIdentical) {
   const int status = wait_for(job, 120);
   ASSERT_NE(status, -1);
   const std::string part1 = read_text(dir_ / "part1.log");
-  ASSERT_NE(part1.find("interrupted: checkpoint saved"), std::string::npos) << part1;
+  // At a step boundary the ranks checkpoint that step; inside a step (the usual case, a step being
+  // longer than the boundary) they abandon it and the last checkpoint stays (engine/tensor/interrupt.h).
+  ASSERT_TRUE(part1.find("interrupted: checkpoint saved") != std::string::npos ||
+              part1.find("the step was abandoned") != std::string::npos)
+      << part1;
   ASSERT_EQ(wait_for(spawn(args("parts"), {}, dir_ / "part2.log"), 300), 0) << read_text(dir_ / "part2.log");
   const std::string part2 = read_text(dir_ / "part2.log");
   EXPECT_NE(part2.find("resumed"), std::string::npos) << part2;
