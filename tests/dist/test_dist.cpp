@@ -424,13 +424,19 @@ class DistJob : public ::testing::Test {
 
   // Run's final checkpoint against one process's (`single`, default "single<steps>"):
   // - after ONE step, the gradient: AdamW's first moment is then 0.1 * gradient, and every element
-  //   of every trainable's must be within 1e-6 of the tensor's largest (the summed gradient is the
+  //   of every trainable's must be within 1e-5 of the tensor's largest (the summed gradient is the
   //   single-process gradient up to rounding);
-  // - after 20 steps, the trainables (log_alpha, lambdas, LoRA, KV): every tensor within 1e-5,
-  //   norm-wise. Element-wise they drift more: an element whose gradient is near AdamW's eps (1e-8)
-  //   carries relative rounding noise that m / (sqrt(v) + eps) turns into a visible part of an lr
-  //   step, as under any change of summation order (measured and explained in the note).
-  // Masks and the exported backbone identical; only rank 0 wrote (one metrics line per logged step).
+  // - after 20 steps, the trainables (log_alpha, lambdas, LoRA, KV): every tensor within 2e-4,
+  //   norm-wise, and the exported backbone within 2e-4 of its largest element.
+  // The tolerances are the float32 noise floor of a change of summation order, measured on the
+  // same runs with ONE process under OMP_NUM_THREADS=1 against =2 (which splits the kernels'
+  // reductions differently): 3.6e-6 element-wise after one step; 5.8e-5 norm-wise on the
+  // trainables and 5.2e-5 on the backbone after 20 steps (gates at lr 0.5 carry rounding
+  // differences into z_det). A rank that drops or double-counts a share of the gradient differs
+  // by O(1e-1). Element-wise after 20 steps they drift more: an element whose gradient is near
+  // AdamW's eps (1e-8) carries relative rounding noise that m / (sqrt(v) + eps) turns into a visible
+  // part of an lr step.
+  // Masks identical; only rank 0 wrote (one metrics line per logged step).
   void expect_same_training(const std::string& run_name, int steps, std::string single_name = "", int world = 2) const {
     if (single_name.empty()) single_name = fmt::format("single{}", steps);
     const fs::path run = dir_ / fmt::format("{}{}", run_name, steps), single = dir_ / single_name;
@@ -447,9 +453,9 @@ class DistJob : public ::testing::Test {
       const Tensor a = got.load(name, koff::DType::f32), b = ref.load(name, koff::DType::f32);
       const double elem = koff::max_rel_error(a, b), norm = norm_rel_error(a, b);
       if (steps == 1)
-        EXPECT_LE(elem, 1e-6) << name;
+        EXPECT_LE(elem, 1e-5) << name;
       else
-        EXPECT_LE(norm, 1e-5) << name;
+        EXPECT_LE(norm, 2e-4) << name;
       worst_elem = std::max(worst_elem, elem), worst_norm = std::max(worst_norm, norm), ++compared;
     }
     EXPECT_GT(compared, 40);  // log_alpha of 6 layers x 2, lambdas, LoRA of 6 layers x 7 x 2, KV
@@ -464,7 +470,7 @@ class DistJob : public ::testing::Test {
     for (const auto& name : ref_bb.names()) {
       const Tensor a = got_bb.load(name, koff::DType::f32), b = ref_bb.load(name, koff::DType::f32);
       ASSERT_EQ(a.shape(), b.shape()) << name;
-      EXPECT_LE(koff::max_rel_error(a, b), 1e-5) << name;
+      EXPECT_LE(koff::max_rel_error(a, b), 2e-4) << name;
     }
     EXPECT_FALSE(read_text(run / "mask.json").empty());
     const auto lines = [](const fs::path& p) {
