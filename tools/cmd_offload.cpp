@@ -51,6 +51,10 @@ void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& n
                  "N (lambda1 (s_hat - t) + mu (s_hat - t)^2), lambda1 by SGD ascent")
       ->capture_default_str();
   sub.add_option("--penalty", s.penalty, "lagrangian: the fixed quadratic weight mu")->capture_default_str();
+  sub.add_option("--decide", s.decide,
+                 "(ours) weight rho of the decision term that pushes gates away from p_open 0.5 after the ramp, "
+                 "rising from 0 to rho (0 = off)")
+      ->capture_default_str();
   sub.add_option("--lr-gates", s.lr_gates, "AdamW lr of log_alpha")->capture_default_str();
   sub.add_option("--lr-memory-gate", s.lr_memory_gate, "AdamW lr of the memory gates (--kv-init neutral)")
       ->capture_default_str();

@@ -70,6 +70,7 @@ void validate(const OffloadJob& job) {
   KOFF_CHECK(s.learn_mask || (s.target == 0 && s.has_memory()),
              "--no-mask learns memories on the dense model: it needs --target 0 and LoRA or KV memories");
   rate("--penalty", s.penalty, true);
+  rate("--decide", s.decide, true);
   KOFF_CHECK(job.cross_tokens >= 0, "--cross-tokens {}: must be >= 0 (0 = the whole valid split)", job.cross_tokens);
   KOFF_CHECK(job.eval_tokens >= 0, "--eval-tokens {}: must be >= 0 (0 = the whole valid split)", job.eval_tokens);
   KOFF_CHECK(job.eval_seq > 1, "evaluation window {}: must be at least 2 tokens", job.eval_seq);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/ops/ops.h"
+
 namespace koff::offload {
 
 namespace {
@@ -154,8 +156,37 @@ SparsityController::SparsityController(const ControlSettings& settings, HardConc
              settings.clamp);
 }
 
+double SparsityController::decide_weight(int64_t step) const {
+  const double ramp = ramp_steps(settings_), last = static_cast<double>(std::max<int64_t>(settings_.steps - 1, 1));
+  if (settings_.decide <= 0 || static_cast<double>(step) < ramp || last <= ramp) return 0;
+  return settings_.decide * std::min(1.0, (static_cast<double>(step) - ramp) / (last - ramp));
+}
+
+static void add_decision_gradient(HardConcreteGates& gates, double rho) {
+  const HostGates h = host_gates(gates);
+  const UnitCosts& c = gates.costs();
+  const double n = static_cast<double>(c.layers * (c.heads + c.neurons)), center = HC::beta * std::log(-HC::gamma / HC::zeta);
+  auto add = [&](std::vector<Variable>& vars, const std::vector<std::vector<double>>& la, double cost) {
+    const double w = rho * n * cost / c.prunable();
+    for (size_t l = 0; l < vars.size(); ++l) {
+      std::vector<double> g(la[l].size());
+      for (size_t i = 0; i < g.size(); ++i) {
+        const double p = p_open(la[l][i]);
+        g[i] = -w * p * (1 - p) * (la[l][i] - center);  // d/dla of w H(p), since logit(p) = la - center
+      }
+      Tensor& grad = vars[l].mutable_grad();
+      const Tensor& data = vars[l].data();
+      Tensor t = Tensor::from_vector(g, {static_cast<int64_t>(g.size())}).to(data.dtype()).to(data.device());
+      grad = grad.defined() ? ops::add(grad, t) : t;
+    }
+  };
+  add(gates.head_log_alpha(), h.heads, static_cast<double>(c.head));
+  add(gates.neuron_log_alpha(), h.neurons, static_cast<double>(c.neuron));
+}
+
 double SparsityController::begin_step(int64_t step) {
   target_ = target_at(settings_, step);
+  if (const double rho = decide_weight(step); rho > 0) add_decision_gradient(*gates_, rho);
   if (settings_.mode == SparsityControl::lagrangian) {
     // N (lambda1 (s_hat - t) + mu (s_hat - t)^2), lambda1 a constant here (ascended in end_step).
     namespace ag = autograd;

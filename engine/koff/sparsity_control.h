@@ -20,6 +20,18 @@
 //     Lagrangian) instead of a learned lambda2; log_alpha clamped to +-4.6 as CoFiPruning and
 //     Sheared-LLaMA do; the ramp at least max(warmup_frac * steps, 60) steps.
 //
+// Decision term (ours, --decide RHO; both modes). Under either control a gate whose task gradient is
+// mostly noise diffuses between the clamps, and about half of the range (log_alpha in (-3.8, 0.6),
+// p_open in (0.1, 0.9)) is undecided, so such units stay undecided however long the run. From the
+// end of the ramp on, the term
+//   rho(step) * sum_i (N c_i / P) H(p_open_i),   H(p) = -p log p - (1 - p) log(1 - p)
+// (heads and neurons; N c_i / P as in the lagrangian, so the pull on a unit does not depend on the
+// model's size) is added to the task loss, rho(step) rising linearly from 0 at the end of the ramp to
+// rho at the last step. Its gradient, -rho (N c_i / P) p (1 - p) logit(p), pushes each gate away from
+// p_open = 0.5 towards the side it is on: the gates commit, the task gradient still decides which.
+// It is computed on the host from log_alpha alone (identical on every rank) and added to the gates'
+// gradients before the optimiser step.
+//
 // Figures of the gates (cost shares of the prunable size P, KV groups included):
 //   s_hat           expected sparsity 1 - E[kept] / P
 //   hard sparsity   share of units whose z_det is 0 (log_alpha <= log(1/11)): what the gates remove
@@ -48,6 +60,7 @@ struct ControlSettings {
   double clamp = 4.6;        // |log_alpha| <= clamp after every step (both modes)
   double lr_lambda = 0.1;    // lagrangian: SGD ascent rate of lambda1
   double penalty = 10.0;     // lagrangian: mu of the fixed quadratic term
+  double decide = 0.0;       // rho of the decision term (both modes; 0 = off)
 };
 
 // The length of the target ramp in steps, and the target t of a step (0 at step 0, the final target
@@ -84,6 +97,7 @@ class SparsityController {
   SparsityController(const ControlSettings& settings, HardConcreteGates* gates);
 
   double begin_step(int64_t step);
+  double decide_weight(int64_t step) const;  // rho(step) of the decision term (0 before the ramp's end)
   void end_step();
 
   const ControlSettings& settings() const { return settings_; }

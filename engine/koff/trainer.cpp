@@ -20,6 +20,7 @@ using nlohmann::json;
 json OffloadSettings::to_json() const {
   return {{"target", target}, {"steps", steps}, {"batch", batch}, {"seq", seq}, {"accum", accum},
           {"warmup_frac", warmup_frac}, {"sparsity_control", sparsity_control}, {"penalty", penalty},
+          {"decide", decide},
           {"clamp_log_alpha", clamp_log_alpha}, {"learn_mask", learn_mask}, {"lr_gates", lr_gates},
           {"lr_lambda", lr_lambda}, {"lr_memory", lr_memory}, {"lr_memory_gate", lr_memory_gate}, {"memory_warmup_frac", memory_warmup_frac},
           {"init_log_alpha", init_log_alpha}, {"kd", kd}, {"seed", seed}, {"log_every", log_every},
@@ -33,6 +34,7 @@ OffloadSettings OffloadSettings::from_json(const json& j) {
   };
   get("target", s.target), get("steps", s.steps), get("batch", s.batch), get("seq", s.seq), get("accum", s.accum);
   get("warmup_frac", s.warmup_frac), get("sparsity_control", s.sparsity_control), get("penalty", s.penalty);
+  get("decide", s.decide);
   get("clamp_log_alpha", s.clamp_log_alpha), get("learn_mask", s.learn_mask);
   get("lr_gates", s.lr_gates), get("lr_lambda", s.lr_lambda);
   get("lr_memory", s.lr_memory), get("lr_memory_gate", s.lr_memory_gate), get("memory_warmup_frac", s.memory_warmup_frac);
@@ -46,7 +48,7 @@ ControlSettings OffloadSettings::control() const {
   ControlSettings c;
   c.mode = sparsity_control_from_name(sparsity_control);
   c.target = target, c.steps = steps, c.warmup_frac = warmup_frac, c.clamp = clamp_log_alpha;
-  c.lr_lambda = lr_lambda, c.penalty = penalty;
+  c.lr_lambda = lr_lambda, c.penalty = penalty, c.decide = decide;
   return c;
 }
 

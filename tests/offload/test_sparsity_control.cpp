@@ -39,12 +39,15 @@ struct Trace {
   double undecided_end = 0, override_end = 0;
 };
 
-Trace run_plant(const UnitCosts& costs, SparsityControl mode, int64_t steps, double target, uint64_t seed = 7) {
+// grad_scale multiplies the task gradient (importances and noise alike), noise is sigma; decide is
+// the decision term's rho (the default run's by default).
+Trace run_plant(const UnitCosts& costs, SparsityControl mode, int64_t steps, double target, uint64_t seed = 7,
+                double grad_scale = 1.0, double decide = OffloadSettings{}.decide, double noise = 1.0) {
   HardConcreteGates gates(costs, 3.0);
   nn::AdamW opt;
   opt.add_group("gates", gates.parameters(), {OffloadSettings{}.lr_gates, 0.9, 0.999, 1e-8, 0.0});  // the default
   ControlSettings cs;
-  cs.mode = mode, cs.target = target, cs.steps = steps;
+  cs.mode = mode, cs.target = target, cs.steps = steps, cs.decide = decide;
   SparsityController control(cs, &gates);
 
   std::mt19937_64 rng(seed);
@@ -65,7 +68,7 @@ Trace run_plant(const UnitCosts& costs, SparsityControl mode, int64_t steps, dou
       for (auto [zs, w] : {std::pair{&z.heads, &wh}, std::pair{&z.neurons, &wn}}) {
         // d loss / d z_i = -(w_i + sigma eps_i): opening an important unit lowers the loss.
         std::vector<double> g((*w)[static_cast<size_t>(l)]);
-        for (double& v : g) v = -(v + 1.0 * normal(rng));
+        for (double& v : g) v = -grad_scale * (v + noise * normal(rng));
         Variable term = ag::dot((*zs)[static_cast<size_t>(l)],
                                 Variable(Tensor::from_vector(g, {static_cast<int64_t>(g.size())}).to(DType::f32)));
         loss = loss.defined() ? ag::add(loss, term) : term;
@@ -122,6 +125,90 @@ TEST(SparsityControl, DefaultTracksTheRampOnTheSyntheticPlant) {
       }
     }
   }
+}
+
+// The decision term: gates whose task gradient is mostly noise diffuse between the clamps, and about
+// half of them sit in the undecided band at any time; the term makes them commit, while the control
+// still tracks. Here the noise (sigma 4) dominates most units' importance (median 0.37), and the
+// task gradient is scaled down to 1e-4, near a real run's per-gate gradient (a per-token mean loss),
+// where rho = 1e-3 is not negligible next to it.
+TEST(SparsityControl, DecisionTermCommitsTheGates) {
+  for (int64_t steps : {120, 300}) {
+    ControlSettings cs;
+    cs.steps = steps, cs.target = 0.12;
+    const Trace off = run_plant(embedded_like(), SparsityControl::project, steps, 0.12, 7, 1e-4, 0.0, 4.0);
+    const Trace on = run_plant(embedded_like(), SparsityControl::project, steps, 0.12, 7, 1e-4, 1e-3, 4.0);
+    std::printf("[plant] 4k gates, task gradient x1e-4, sigma 4, %ld steps: undecided at end %.3f without the decision term, "
+                "%.3f with rho 1e-3; override %.4f / %.4f\n",
+                static_cast<long>(steps), off.undecided_end, on.undecided_end, off.override_end, on.override_end);
+    EXPECT_GT(off.undecided_end, 0.05);
+    EXPECT_LT(on.undecided_end, 0.05);
+    EXPECT_LE(on.override_end, 0.01);
+    const Errors e = errors(on, ramp_steps(cs));
+    EXPECT_LE(e.after_ramp, 0.01);
+    EXPECT_LE(e.overshoot, 0.01);
+  }
+}
+
+// The decision term's gradient, added to the gates' before the optimiser step, is the derivative of
+// rho(step) * sum_i (N c_i / P) H(p_open_i): central differences in double precision. Its weight
+// is 0 up to the end of the ramp and rises linearly to rho at the last step.
+TEST(SparsityControl, DecisionGradientMatchesFiniteDifferences) {
+  UnitCosts c;
+  c.layers = 2, c.heads = 4, c.kv_heads = 2, c.neurons = 5;
+  c.head = 10, c.group = 6, c.neuron = 3;
+  HardConcreteGates gates(c, 0.0, DType::f64);
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> normal;
+  for (auto* group : {&gates.head_log_alpha(), &gates.neuron_log_alpha()})
+    for (auto& v : *group) {
+      std::vector<double> x(static_cast<size_t>(v.data().numel()));
+      for (double& e : x) e = 2 * normal(rng) - 1;
+      v.mutable_data().copy_(Tensor::from_vector(x, {static_cast<int64_t>(x.size())}));
+    }
+  ControlSettings cs;
+  cs.steps = 100, cs.target = 0.2, cs.decide = 0.7;  // ramp: 20 steps
+  SparsityController control(cs, &gates);
+  EXPECT_EQ(control.decide_weight(0), 0.0);
+  EXPECT_EQ(control.decide_weight(19), 0.0);
+  EXPECT_EQ(control.decide_weight(20), 0.0);
+  EXPECT_NEAR(control.decide_weight(99), 0.7, 1e-15);
+  const int64_t step = 60;
+  const double rho = control.decide_weight(step);
+  EXPECT_NEAR(rho, 0.7 * 40.0 / 79.0, 1e-15);
+  control.begin_step(step);
+
+  const double n = static_cast<double>(c.layers * (c.heads + c.neurons));
+  auto term = [&](const HostGates& h) {
+    auto entropy = [](double la) {
+      const double p = 1 / (1 + std::exp(-(la - ops::HardConcrete::beta * std::log(-ops::HardConcrete::gamma /
+                                                                                     ops::HardConcrete::zeta))));
+      return -p * std::log(p) - (1 - p) * std::log(1 - p);
+    };
+    double sum = 0;
+    for (const auto& l : h.heads)
+      for (double la : l) sum += n * static_cast<double>(c.head) / c.prunable() * entropy(la);
+    for (const auto& l : h.neurons)
+      for (double la : l) sum += n * static_cast<double>(c.neuron) / c.prunable() * entropy(la);
+    return rho * sum;
+  };
+  const HostGates h0 = host_gates(gates);
+  int checked = 0;
+  for (auto [vars, which] : {std::pair{&gates.head_log_alpha(), 0}, std::pair{&gates.neuron_log_alpha(), 1}}) {
+    for (size_t l = 0; l < vars->size(); ++l) {
+      const auto grad = (*vars)[l].grad().to_vector<double>();
+      for (size_t i = 0; i < grad.size(); ++i) {
+        HostGates plus = h0, minus = h0;
+        auto& p = which == 0 ? plus.heads[l][i] : plus.neurons[l][i];
+        auto& m = which == 0 ? minus.heads[l][i] : minus.neurons[l][i];
+        p += 1e-6, m -= 1e-6;
+        const double fd = (term(plus) - term(minus)) / 2e-6;
+        EXPECT_NEAR(grad[i], fd, 1e-7 + 1e-6 * std::abs(fd)) << (which ? "neuron " : "head ") << l << "," << i;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 18);
 }
 
 // The projection lands s_hat (as the gates compute it, with autograd's expected_kept and its exact
