@@ -68,7 +68,7 @@ void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& n
   sub.add_option("--alpha", s.memory.alpha, "LoRA alpha")->capture_default_str();
   sub.add_option("--slots", s.memory.slots, "KV memory slots m per layer and KV head")->capture_default_str();
   sub.add_option("--kv-init", s.memory.kv_init,
-                 "KV memory init: text, random or neutral (text keys/values behind a per-layer, per-KV-head "
+                 "KV memory init: random (default), text or neutral (text keys/values behind a per-layer, per-KV-head "
                  "memory gate that starts at 0)")
       ->capture_default_str();
   sub.add_option("--kd", s.kd, "distillation weight kappa of KL(p_dense || p_model) per token (0 = off)")
@@ -184,7 +184,7 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
         DeviceOptions device;
       };
       auto o = std::make_shared<Options>();
-      o->base.settings.steps = 300;
+      o->base.settings.steps = 200;  // README "The demo's table": the gates decided, 11 runs in ~10.5 min on 2 cores
       o->base.settings.batch = 6;
       o->base.settings.seq = 64;
       o->base.settings.log_every = 5;
@@ -194,7 +194,7 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
       sub.add_option("--out", o->out, "output directory")->capture_default_str();
       sub.add_option("--model", o->model,
                      "base model: a directory, a GGUF file, or 'smollm2' (SmolLM2-135M-Instruct on the four English "
-                     "domains, fetched and built by tools/setup.sh; its own defaults: targets 0.05,0.12, 60 steps of "
+                     "domains, fetched and built by tools/setup.sh; its own defaults: targets 0.05,0.12, 120 steps of "
                      "4 x 128 tokens) (default: the embedded model)");
       sub.add_option("--data", o->data, "data directory (default: the embedded corpus)");
       sub.add_option("--targets", o->targets, "target sparsities")->capture_default_str()->delimiter(',');
@@ -221,7 +221,7 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
           if (!app->count("--data")) o->data = (cache / "domains").string();
           if (!app->count("--out")) o->out = "koff-demo-smollm2";
           if (!app->count("--targets")) o->targets = {0.05, 0.12};
-          if (!app->count("--steps")) o->base.settings.steps = 60;
+          if (!app->count("--steps")) o->base.settings.steps = 120;  // the gates decided: README "The SmolLM2 experiment"
           if (!app->count("--batch")) o->base.settings.batch = 4;
           if (!app->count("--seq")) o->base.settings.seq = 128;
           if (!app->count("--eval-seq")) o->base.eval_seq = 512;

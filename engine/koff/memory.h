@@ -36,7 +36,7 @@ struct MemoryConfig {
   int64_t slots = 16;               // m, memory slots per layer and KV head
   // "text": the frozen model's own keys/values of a domain text; "random": N(0, 0.02); "neutral": as
   // "text", plus a memory gate per layer and KV head that starts at 0 (the memory starts invisible).
-  std::string kv_init = "text";
+  std::string kv_init = "random";  // the default by measurement: README "Sparsity control" / "The demo's table"
   bool kv_gated() const { return kv && kv_init == "neutral"; }
   nlohmann::json to_json() const;
   static MemoryConfig from_json(const nlohmann::json& j);
