@@ -11,8 +11,9 @@ namespace {
 
 using HC = ops::HardConcrete;
 
-// p_open = sigmoid(log_alpha - beta * log(-gamma / zeta))
-double p_open(double la) { return 1 / (1 + std::exp(-(la - HC::beta * std::log(-HC::gamma / HC::zeta)))); }
+// p_open = sigmoid(log_alpha - kCenter): kCenter is the log_alpha at which p_open = 0.5.
+const double kCenter = HC::beta * std::log(-HC::gamma / HC::zeta);
+double p_open(double la) { return 1 / (1 + std::exp(-(la - kCenter))); }
 
 // z_det = 0 exactly when sigmoid(la) (zeta - gamma) + gamma <= 0, i.e. la <= log(-gamma / zeta).
 const double kZeroBelow = std::log(-HC::gamma / HC::zeta);
@@ -165,14 +166,14 @@ double SparsityController::decide_weight(int64_t step) const {
 static void add_decision_gradient(HardConcreteGates& gates, double rho) {
   const HostGates h = host_gates(gates);
   const UnitCosts& c = gates.costs();
-  const double n = static_cast<double>(c.layers * (c.heads + c.neurons)), center = HC::beta * std::log(-HC::gamma / HC::zeta);
+  const double n = static_cast<double>(c.layers * (c.heads + c.neurons));
   auto add = [&](std::vector<Variable>& vars, const std::vector<std::vector<double>>& la, double cost) {
     const double w = rho * n * cost / c.prunable();
     for (size_t l = 0; l < vars.size(); ++l) {
       std::vector<double> g(la[l].size());
       for (size_t i = 0; i < g.size(); ++i) {
         const double p = p_open(la[l][i]);
-        g[i] = -w * p * (1 - p) * (la[l][i] - center);  // d/dla of w H(p), since logit(p) = la - center
+        g[i] = -w * p * (1 - p) * (la[l][i] - kCenter);  // d/dla of w H(p), since logit(p) = la - kCenter
       }
       Tensor& grad = vars[l].mutable_grad();
       const Tensor& data = vars[l].data();

@@ -34,6 +34,18 @@ UnitCosts smollm2_like() {  // SmolLM2-135M: 30 layers x (9 heads over 3 KV head
   return c;
 }
 
+// Every log_alpha of `gates` drawn from N(mean, 2^2).
+void randomize(HardConcreteGates& gates, uint64_t seed, double mean) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  for (auto* group : {&gates.head_log_alpha(), &gates.neuron_log_alpha()})
+    for (auto& v : *group) {
+      std::vector<double> x(static_cast<size_t>(v.data().numel()));
+      for (double& e : x) e = 2 * normal(rng) + mean;
+      v.mutable_data().copy_(Tensor::from_vector(x, {static_cast<int64_t>(x.size())}));
+    }
+}
+
 struct Trace {
   std::vector<double> s_hat, target;
   double undecided_end = 0, override_end = 0;
@@ -158,14 +170,7 @@ TEST(SparsityControl, DecisionGradientMatchesFiniteDifferences) {
   c.layers = 2, c.heads = 4, c.kv_heads = 2, c.neurons = 5;
   c.head = 10, c.group = 6, c.neuron = 3;
   HardConcreteGates gates(c, 0.0, DType::f64);
-  std::mt19937_64 rng(5);
-  std::normal_distribution<double> normal;
-  for (auto* group : {&gates.head_log_alpha(), &gates.neuron_log_alpha()})
-    for (auto& v : *group) {
-      std::vector<double> x(static_cast<size_t>(v.data().numel()));
-      for (double& e : x) e = 2 * normal(rng) - 1;
-      v.mutable_data().copy_(Tensor::from_vector(x, {static_cast<int64_t>(x.size())}));
-    }
+  randomize(gates, 5, -1.0);
   ControlSettings cs;
   cs.steps = 100, cs.target = 0.2, cs.decide = 0.7;  // ramp: 20 steps
   SparsityController control(cs, &gates);
@@ -218,14 +223,7 @@ TEST(SparsityControl, ProjectionHitsTheTargetExactly) {
   c.layers = 3, c.heads = 4, c.kv_heads = 2, c.neurons = 5;
   c.head = 10, c.group = 6, c.neuron = 3;
   HardConcreteGates gates(c, 0.0, DType::f64);
-  std::mt19937_64 rng(3);
-  std::normal_distribution<double> normal;
-  for (auto* group : {&gates.head_log_alpha(), &gates.neuron_log_alpha()})
-    for (auto& v : *group) {
-      std::vector<double> x(static_cast<size_t>(v.data().numel()));
-      for (double& e : x) e = 2 * normal(rng);
-      v.mutable_data().copy_(Tensor::from_vector(x, {static_cast<int64_t>(x.size())}));
-    }
+  randomize(gates, 3, 0.0);
   const HostGates start = host_gates(gates);
   double previous = -1e300;
   for (double t : {0.1, 0.3, 0.5, 0.7}) {
