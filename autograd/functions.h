@@ -7,21 +7,23 @@
 
 namespace koff::autograd {
 
-// basic.cpp
+// elementwise.cpp
 Variable add(const Variable& a, const Variable& b);
 Variable sub(const Variable& a, const Variable& b);
 Variable mul(const Variable& a, const Variable& b);
 Variable scale(const Variable& a, double s);
 Variable add_bias(const Variable& x, const Variable& bias);
-Variable sum(const Variable& x);                      // -> []
-Variable dot(const Variable& a, const Variable& b);   // sum(a*b) -> []
+Variable sum(const Variable& x);                     // -> []
+Variable dot(const Variable& a, const Variable& b);  // sum(a*b) -> []
 Variable reshape(const Variable& x, const Shape& shape);
-Variable mul_groups(const Variable& x, const Variable& z, int64_t k);  // see ops::mul_groups
 // x in another dtype (mixed precision: f32 master trainables cast to the bf16 compute dtype); the
 // gradient is cast back. Returns x itself when the dtype is already `dtype`.
 Variable cast(const Variable& x, DType dtype);
+Variable silu(const Variable& x);
+Variable swiglu(const Variable& gate, const Variable& up);
+Variable softmax(const Variable& x);
 
-// matmul.cpp
+// gemm.cpp
 Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false);
 Variable linear(const Variable& x, const Variable& w, const Variable& bias = {});
 
@@ -33,12 +35,6 @@ Variable rmsnorm(const Variable& x, const Variable& w, double eps);
 
 // rope.cpp
 Variable rope(const Variable& x, const ops::RopeTables& tables);
-
-// activations.cpp
-Variable silu(const Variable& x);
-Variable swiglu(const Variable& gate, const Variable& up);
-Variable swiglu_gated(const Variable& gate, const Variable& up, const Variable& z);  // see ops::swiglu_gated
-Variable softmax(const Variable& x);
 
 // attention.cpp: q [B,T,H,hd], k/v [B,T,G,hd], mem_k/mem_v [B,m,G,hd] or undefined; mem_gate [B,G] or
 // undefined: the memory's attention mass per (sequence, KV head), see ops::attention.
@@ -55,7 +51,10 @@ Variable kl_div(const Variable& logits, const Tensor& teacher_logits, double nor
 Variable linear_cross_entropy(const Variable& h, const Variable& w, const Tensor& targets, double normaliser = 0,
                               int64_t chunk = 256, int64_t ignore_index = ops::kIgnoreIndex);
 
-// gates.cpp: hard-concrete gates (KOFF_METHOD.md section 3); u is the step's uniform draw.
+// gates.cpp: group gates, the gated SwiGLU, and hard-concrete gates (KOFF_METHOD.md section 3); u is
+// the step's uniform draw.
+Variable mul_groups(const Variable& x, const Variable& z, int64_t k);                // see ops::mul_groups
+Variable swiglu_gated(const Variable& gate, const Variable& up, const Variable& z);  // see ops::swiglu_gated
 Variable hard_concrete_sample(const Variable& log_alpha, const Tensor& u);
 Variable hard_concrete_p_open(const Variable& log_alpha);
 

@@ -54,7 +54,6 @@ class Variable {
   // Reverse pass from this variable. With no argument it must be a single element (a loss) and the
   // seed gradient is 1. The graph is released afterwards.
   void backward(const Tensor& grad_output = {}) const;
-  Variable detach() const { return Variable(impl_->data, false); }
 
  private:
   std::shared_ptr<VariableImpl> impl_;

@@ -1,4 +1,4 @@
-# The scaling model of README.md "Data parallelism": data-parallel efficiency of koff's mask learning on
+# The scaling model of bench/RESULTS.md "Data parallelism: tests and expected scaling": data-parallel efficiency of koff's mask learning on
 # H100/H200 nodes, from the step's compute time, the trainables' gradient bytes and the link bandwidths.
 # Every assumption is a named constant; replace STEP_S with a measured step time when a GPU run exists.
 import math

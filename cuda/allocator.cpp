@@ -16,16 +16,13 @@
 #include <mutex>
 #include <vector>
 
+#include "cuda/backend.h"
 #include "cuda/check.h"
 #include "cuda/context.h"
 #include "cuda/device.h"
-#include "cuda/kernels.h"
-#include "engine/ops/backend.h"
 #include "engine/tensor/storage.h"
 
 namespace koff::cuda {
-
-Backend& cuda_backend();  // cuda/backend.cpp
 
 namespace {
 

@@ -33,7 +33,17 @@
 //   dq       128 x HD + 64 x (HD+1) floats (96.3 KiB at HD=128); dkv 2 x 8R x HD + 64 x (HD+1) + 96
 // above 48 KiB, which launch() (cuda/common.cuh) then allows with cudaFuncSetAttribute. HD is the
 // head-dim bound (64/128/256) a kernel is built for; the runtime head_dim may be smaller (zero-padded tiles).
+//
+// The entries (last in this file) take the tensor-core kernels of attention_mma.cu for bf16 at head_dim
+// 64/128 without a memory gate (attention_use_mma), these SIMT kernels otherwise.
+#include "cuda/attention.h"
 #include "cuda/common.cuh"
+
+// The entries are host code over Tensors, built by nvcc only: the CPU emulator of tests/cuda_emu
+// compiles this file as plain C++ for its kernels and launchers alone.
+#ifdef __CUDACC__
+#include "cuda/backend.h"
+#endif
 
 namespace koff::cuda {
 
@@ -489,8 +499,8 @@ dim3 grid_of(int64_t tiles, const AttentionShape& d) {
   return dim3(unsigned(tiles), unsigned(d.groups), unsigned(d.batch));
 }
 
-}  // namespace
-
+// ---- launchers -------------------------------------------------------------------------------
+// mem_gate: [B, G] f32 or null (no gate; the header states the gated math).
 void attention_forward(Dt dt, const void* q, const void* k, const void* v, const void* mem_k, const void* mem_v,
                        const float* mem_gate, void* out, float* lse, const AttentionShape& d, float scale, bool causal,
                        cudaStream_t s) {
@@ -508,6 +518,8 @@ void attention_forward(Dt dt, const void* q, const void* k, const void* v, const
   });
 }
 
+// dsum: scratch [B, Tq, H] f32. With a gate: dmem_gate [B, G] f32 and the scratch dgate_slots [B, G, m] f32
+// (null without one).
 void attention_backward(Dt dt, const void* dout, const void* q, const void* k, const void* v, const void* mem_k,
                         const void* mem_v, const float* mem_gate, const void* out, const float* lse, float* dsum,
                         void* dq, void* dk, void* dv, void* dmem_k, void* dmem_v, float* dmem_gate, float* dgate_slots,
@@ -541,5 +553,67 @@ void attention_backward(Dt dt, const void* dout, const void* q, const void* k, c
            static_cast<const float*>(dgate_slots), dmem_gate, bg, d.mem);
   }
 }
+
+}  // namespace
+
+#ifdef __CUDACC__
+// ---- the Backend entries ---------------------------------------------------------------------
+namespace {
+
+AttentionShape shape_of(const Tensor& q, const Tensor& k, const Tensor& mem_k) {
+  return {q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), mem_k.defined() ? mem_k.size(1) : 0, q.size(3)};
+}
+
+void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
+               const Tensor& mem_gate, double scale, bool causal, Tensor& out, Tensor& lse) {
+  OpScope op("attention", q);
+  const Dt dt = dt_of(q, "attention");
+  const AttentionShape shape = shape_of(q, k, mem_k);
+  float* lse_out = stat(lse, "attention", "lse");
+  const float* gate = mem_gate.defined() ? stat(mem_gate, "attention", "mem_gate") : nullptr;
+  // Tensor cores for bf16 at head_dim 64/128 (attention_mma.cu), the SIMT kernels otherwise and for a
+  // gated memory (the tensor-core kernels have no gate).
+  if (!gate && attention_use_mma(dt, shape, {cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out)}))
+    attention_forward_mma(cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), mptr(out), lse_out, shape, float(scale),
+                          causal, op.s());
+  else
+    attention_forward(dt, cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), gate, mptr(out), lse_out, shape,
+                      float(scale), causal, op.s());
+}
+void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k,
+                        const Tensor& mem_v, const Tensor& mem_gate, const Tensor& out, const Tensor& lse, double scale,
+                        bool causal, Tensor& dq, Tensor& dk, Tensor& dv, Tensor& dmem_k, Tensor& dmem_v,
+                        Tensor& dmem_gate) {
+  OpScope op("attention_backward", q);
+  Tensor dsum =
+      Tensor::empty({std::max<int64_t>(q.numel() / std::max<int64_t>(q.size(3), 1), 1)}, DType::f32, q.device());
+  const Dt dt = dt_of(q, "attention_backward");
+  const AttentionShape shape = shape_of(q, k, mem_k);
+  const float* lse_in = stat(lse, "attention_backward", "lse");
+  const float* gate = mem_gate.defined() ? stat(mem_gate, "attention_backward", "mem_gate") : nullptr;
+  if (!gate && attention_use_mma(dt, shape,
+                                 {cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out), cptr(dq),
+                                  cptr(dk), cptr(dv), cptr(dmem_k), cptr(dmem_v)})) {
+    attention_backward_mma(cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), cptr(out), lse_in,
+                           dsum.data<float>(), mptr(dq), mptr(dk), mptr(dv), mptr(dmem_k), mptr(dmem_v), shape,
+                           float(scale), causal, op.s());
+    return;
+  }
+  Tensor dgate_slots;  // per-slot partial gate gradients [B, G, m]
+  if (gate && shape.mem > 0)
+    dgate_slots = Tensor::empty({shape.batch * shape.groups * shape.mem}, DType::f32, q.device());
+  attention_backward(dt, cptr(dout), cptr(q), cptr(k), cptr(v), cptr(mem_k), cptr(mem_v), gate, cptr(out), lse_in,
+                     dsum.data<float>(), mptr(dq), mptr(dk), mptr(dv), mptr(dmem_k), mptr(dmem_v),
+                     gate ? stat(dmem_gate, "attention_backward", "dmem_gate") : nullptr,
+                     dgate_slots.defined() ? dgate_slots.data<float>() : nullptr, shape, float(scale), causal, op.s());
+}
+
+}  // namespace
+
+void fill_attention(Backend& b) {
+  b.attention = attention;
+  b.attention_backward = attention_backward;
+}
+#endif  // __CUDACC__
 
 }  // namespace koff::cuda

@@ -5,9 +5,10 @@
 //   query (b, i, h) of KV head g = h / (H/G) sees keys kk in [0, m + n_i), kk < m being memory slot kk and
 //   kk >= m real key kk - m, with n_i = clamp(i + Tk - Tq + 1, 0, Tk) when causal, Tk otherwise.
 //   A row that sees no key gets out = 0, lse = -inf and no gradient.
-// Which path a call takes: cuda/backend.cpp asks attention_use_mma(). The environment variable
-// KOFF_CUDA_ATTENTION=simt forces the SIMT kernels, =mma (or auto, or unset) takes these where they
-// apply: bf16, head_dim 64 or 128, at most 64 query heads per KV head, 16-byte aligned tensors.
+// Which path a call takes: cuda/attention.cu's entries ask attention_use_mma() (cuda/attention.h). The
+// environment variable KOFF_CUDA_ATTENTION=simt forces the SIMT kernels, =mma (or auto, or unset) takes
+// these where they apply: bf16, head_dim 64 or 128, at most 64 query heads per KV head, 16-byte aligned
+// tensors.
 //
 // Tiles: a block is 4 warps. Its 64 "rows" are consecutive (position, head-of-group) pairs of one
 // (b, g) -- so a K/V tile in shared memory serves every query head of the group -- 16 rows per warp;
@@ -52,6 +53,7 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda/attention.h"
 #include "cuda/common.cuh"
 
 namespace koff::cuda {

@@ -1,5 +1,7 @@
 // Device helpers shared by the kernel files: element load/store with f32 math, launch sizing, warp
-// and block reductions (shuffles), the Dt dispatch and a kernel launch helper. Not for host-only translation units.
+// and block reductions (shuffles), the Dt dispatch and a kernel launch helper. Not for host-only
+// translation units. No <<<>>> here: the CPU emulator of tests/cuda_emu compiles the attention kernels
+// (and this header) as plain C++; the launch patterns of the other families are in cuda/patterns.cuh.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -9,7 +11,7 @@
 #include <type_traits>
 
 #include "cuda/check.h"
-#include "cuda/kernels.h"
+#include "cuda/dtype.h"
 
 namespace koff::cuda {
 
@@ -65,15 +67,8 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return t;
 }
 
-// Gradients of the gated SwiGLU y = silu(g) u z at one element, in f32 (the CPU kernel's formulas,
-// engine/cpu/activations.h): dgate, dup, and m = silu(g) u, the term dz sums (times dy).
-struct SwigluGatedGrad {
-  float dgate, dup, m;
-};
-__device__ __forceinline__ SwigluGatedGrad swiglu_gated_grad(float dy, float g, float u, float z) {
-  const float s = 1.0f / (1.0f + expf(-g)), d = dy * z;
-  return {d * u * s * (1.0f + g * (1.0f - s)), d * g * s, g * s * u};
-}
+// sigmoid(x) = 1 / (1 + e^-x), in f32 (the pointwise maps of elementwise.cu and gates.cu).
+__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // Grid for a grid-stride loop over n items: enough blocks to fill an H200 several times over.
 inline unsigned grid_for(int64_t n, int threads) {

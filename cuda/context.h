@@ -22,6 +22,10 @@ class DeviceGuard {
   int previous_ = -1, device_ = -1;
 };
 
+// A device int set to nonzero by a kernel that met an out-of-range index (an id >= vocab, a target
+// outside [0, V) that is not ignore_index; the kernel skips it); 0 when clean. One per device.
+int* error_flag(int device);
+
 // Reads and clears the device's error flag after synchronising the stream; throws koff::Error naming
 // `op` when a kernel reported an out-of-range index.
 void check_error_flag(int device, const char* op);

@@ -1,11 +1,7 @@
 // Entry points of the CUDA backend that the host side (tools/, tests/, bench/) calls.
 #pragma once
 
-#include <cstdint>
 #include <string>
-#include <vector>
-
-#include "engine/ops/ops.h"
 
 namespace koff::cuda {
 
@@ -29,12 +25,7 @@ void synchronize(int device = 0);
 void set_poison_allocations(bool on);
 
 // Per-op profiling is backend-neutral: engine/ops/profile.h (this backend's marks are CUDA events
-// on its stream; NVTX ranges are always there, for Nsight).
-
-// Multi-tensor AdamW over f32 tensors on one device: one launch per 64 tensors instead of one per
-// tensor (the trainables of a KOFF step are hundreds of small LoRA/gate/memory tensors).
-void adamw_multi(const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
-                 const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, const ops::AdamWConfig& config,
-                 int64_t step);
+// on its stream; NVTX ranges are always there, for Nsight). The ops themselves go through engine/ops
+// (e.g. ops::adamw_multi_, one launch per 64 f32 tensors on this backend).
 
 }  // namespace koff::cuda

@@ -1,10 +1,16 @@
+// GEMMs through cuBLASLt (the math, layouts and plan cache: cuda/gemm.h): the gemm entry, one batched
+// (strided) GEMM per call, or one GEMM over the stacked rows when every batch shares B; linear, the
+// [M, K] x [N, K]^T product with its bias fused into cuBLASLt's epilogue. f32 runs f32 compute (no
+// TF32), bf16 accumulates in f32. Host code: no kernels of ours.
 #include "cuda/gemm.h"
 
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
 
+#include "cuda/backend.h"
 #include "cuda/check.h"
 
 namespace koff::cuda {
@@ -62,12 +68,6 @@ class GemmContext {
     return st;
   }
   std::mutex mutex;
-
-  int64_t size() {
-    int64_t n = 0;
-    for (auto& [d, st] : devices_) n += static_cast<int64_t>(st.plans.size());
-    return n;
-  }
 
  private:
   std::map<int, DeviceState> devices_;
@@ -160,10 +160,72 @@ void gemm(const GemmArgs& g, const void* a, const void* b, void* c, int device, 
                                    st.workspace, kWorkspaceBytes, stream));
 }
 
-int64_t gemm_cache_size() {
-  GemmContext& ctx = GemmContext::get();
-  std::lock_guard<std::mutex> lock(ctx.mutex);
-  return ctx.size();
+// ---- the Backend entries ---------------------------------------------------------------------
+namespace {
+
+void gemm(const Tensor& a, const Tensor& b, Tensor& c, int64_t batch, int64_t m, int64_t n, int64_t k, bool trans_a,
+          bool trans_b, bool b_shared) {
+  OpScope op("gemm", a);
+  const Dt dt = dt_of(a, "matmul");
+  if (batch * m * n == 0) return;
+  if (k == 0) {  // the product of empty sums
+    KOFF_CUDA_CHECK(cudaMemsetAsync(c.raw_data(), 0, c.nbytes(), op.s()));
+    return;
+  }
+  GemmArgs g;
+  g.ab_dt = g.c_dt = dt;
+  g.trans_a = trans_a;
+  g.trans_b = trans_b;
+  g.m = m, g.n = n, g.k = k;
+  g.lda = trans_a ? m : k;
+  g.ldb = trans_b ? k : n;
+  g.ldc = n;
+  const size_t es = dtype_size(a.dtype());
+  if (b_shared && !trans_a) {  // one GEMM over the stacked rows of every batch, as on the CPU
+    g.m = batch * m;
+    gemm(g, cptr(a), cptr(b), mptr(c), op.device(), op.s());
+  } else if (b_shared) {  // A^T per batch against one B: a loop (rare: only some gradients take it)
+    for (int64_t i = 0; i < batch; ++i)
+      gemm(g, static_cast<const char*>(cptr(a)) + i * m * k * es, cptr(b), static_cast<char*>(mptr(c)) + i * m * n * es,
+           op.device(), op.s());
+  } else {
+    g.batch = batch;
+    g.stride_a = m * k;
+    g.stride_b = k * n;
+    g.stride_c = m * n;
+    gemm(g, cptr(a), cptr(b), mptr(c), op.device(), op.s());
+  }
+}
+
+// out [M, N] = x2d [M, K] w [N, K]^T + bias[N], the bias added by cuBLASLt's epilogue (f32, before
+// the output is rounded) instead of a second pass over out. Without a bias, the plain gemm.
+void linear(const Tensor& x2d, const Tensor& w, const Tensor& bias, Tensor& out) {
+  const int64_t m = x2d.size(0), k = x2d.size(1), n = w.size(0);
+  if (!bias.defined()) {
+    gemm(x2d, w, out, 1, m, n, k, false, true, true);
+    return;
+  }
+  OpScope op("linear", x2d);
+  const Dt dt = dt_of(x2d, "linear");
+  if (m * n == 0) return;
+  if (k == 0) {  // an empty product: every row is the bias
+    KOFF_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.nbytes(), op.s()));
+    add_bias(dt, cptr(out), cptr(bias), mptr(out), m, n, op.s());
+    return;
+  }
+  GemmArgs g;
+  g.ab_dt = g.c_dt = dt;
+  g.trans_b = true;
+  g.m = m, g.n = n, g.k = k;
+  g.lda = k, g.ldb = k, g.ldc = n;
+  gemm(g, cptr(x2d), cptr(w), mptr(out), op.device(), op.s(), cptr(bias));
+}
+
+}  // namespace
+
+void fill_gemm(Backend& b) {
+  b.gemm = gemm;
+  b.linear = linear;
 }
 
 }  // namespace koff::cuda

@@ -17,7 +17,7 @@
 
 #include <cstdint>
 
-#include "cuda/kernels.h"
+#include "cuda/dtype.h"
 
 namespace koff::cuda {
 
@@ -35,8 +35,5 @@ struct GemmArgs {
 // its M columns, which is what EPILOGUE_BIAS does ("length = rows of D, broadcast to all columns").
 void gemm(const GemmArgs& g, const void* a, const void* b, void* c, int device, cudaStream_t stream,
           const void* bias = nullptr);
-
-// Cached algorithms (for tests and the benchmark's report).
-int64_t gemm_cache_size();
 
 }  // namespace koff::cuda

@@ -11,11 +11,11 @@ namespace koff::ref {
 
 inline Tensor f64(const Tensor& t) { return t.to(DType::f64).contiguous(); }
 
-inline Tensor elementwise(const Tensor& a, const Tensor& b, int kind) {
+inline Tensor elementwise(const Tensor& a, const Tensor& b, BinaryOp op) {
   Tensor x = f64(a), y = f64(b), out = Tensor::empty(a.shape(), DType::f64);
   for (int64_t i = 0; i < x.numel(); ++i) {
     double p = x.data<double>()[i], q = y.data<double>()[i];
-    out.data<double>()[i] = kind == 0 ? p + q : kind == 1 ? p - q : p * q;
+    out.data<double>()[i] = op == BinaryOp::add ? p + q : op == BinaryOp::sub ? p - q : p * q;
   }
   return out;
 }

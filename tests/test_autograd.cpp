@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "autograd/functions.h"
-#include "engine/ops/backend.h"
+#include "engine/ops/dispatch.h"
 
 namespace koff {
 namespace {

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <string>
 
-#include "engine/ops/backend.h"
+#include "engine/ops/dispatch.h"
 #include "engine/ops/ops.h"
 
 using namespace koff;
@@ -272,4 +272,22 @@ TEST(CpuKernels, ErrorsNameTheOpAndBothShapes) {
   e = error_of([&] { ops::softmax(Tensor::zeros({2}, DType::i32)); });
   EXPECT_NE(e.find("softmax"), std::string::npos) << e;
   EXPECT_NE(e.find("i32"), std::string::npos) << e;
+}
+
+// A backend that lacks an op (an op landing CPU-first has no CUDA entry yet): the call fails with one
+// line naming the op and the backend, instead of crashing on a null entry. The CPU table is replaced by
+// a copy without rmsnorm for the duration of the test.
+TEST(CpuKernels, MissingEntryNamesTheOpAndTheBackend) {
+  Backend partial = backend_for(Device::cpu());
+  partial.name = "cpu-without-rmsnorm";
+  partial.rmsnorm = nullptr;
+  register_backend(DeviceType::CPU, &partial);
+  const Tensor x = Tensor::ones({2, 4}), w = Tensor::ones({4});
+  const std::string e = error_of([&] { ops::rmsnorm(x, w, 1e-6); });
+  const Tensor sum = ops::sum(x);  // the other entries still work
+  register_backend(DeviceType::CPU, nullptr);  // back to the built-in CPU backend
+  EXPECT_EQ(e, "op rmsnorm is not implemented on backend cpu-without-rmsnorm");
+  EXPECT_EQ(sum.item(), 8.0);
+  EXPECT_EQ(std::string(backend_for(Device::cpu()).name), "cpu");
+  expect_values(ops::rmsnorm(x, w, 0).y, {1, 1, 1, 1, 1, 1, 1, 1}, 1e-6);
 }

@@ -1,16 +1,29 @@
 // CUDA storage: runs where a GPU is present, skips (GTEST_SKIP) elsewhere. Built only with KOFF_CUDA.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "engine/ops/ops.h"
 #include "engine/tensor/random.h"
 #include "engine/tensor/tensor.h"
 
 #ifdef KOFF_HAVE_CUDA
+#include "cuda/attention.h"
 #include "cuda/device.h"
 
 namespace koff {
 namespace {
 
 bool gpu() { return cuda::register_if_available(); }
+
+// While alive, device allocations are poisoned (NaN), so an output a kernel fails to write shows up.
+struct Poison {
+  Poison() { cuda::set_poison_allocations(true); }
+  ~Poison() { cuda::set_poison_allocations(false); }
+};
 
 TEST(Cuda, DescribesDevicesOrWhyNone) {
   std::string s = cuda::describe_devices();
@@ -41,58 +54,29 @@ TEST(Cuda, CachingAllocatorReusesFreedBlocks) {
   EXPECT_EQ(b.raw_data(), first);  // same rounded size: served from the cache, no cudaMalloc
 }
 
-}  // namespace
-}  // namespace koff
-#endif
-
-#ifdef KOFF_HAVE_CUDA
-#include "cuda/elementwise.h"
-#include "engine/ops/ops.h"
-
-namespace koff {
-namespace {
-
+// The binary kernel through the backend's table (ops::mul/add on device tensors): f32 with float4
+// loads and an odd length (the vector tail), bf16; outputs poisoned so an unwritten element fails.
 TEST(Cuda, ElementwiseKernelsMatchCpu) {
-  if (!cuda::register_if_available()) GTEST_SKIP() << cuda::describe_devices();
+  if (!gpu()) GTEST_SKIP() << cuda::describe_devices();
+  Poison poison;
   const int64_t n = 100003;  // odd: exercises the vector tail
   Tensor a = randn({n}, Philox(11, 1)), b = randn({n}, Philox(11, 2));
   Tensor da = a.to(Device::cuda(0)), db = b.to(Device::cuda(0));
-  Tensor out = Tensor::full({n}, NAN, DType::f32, Device::cuda(0));  // poisoned
-  cuda::binary(cuda::BinaryOp::mul, da.data<float>(), db.data<float>(), out.data<float>(), n);
+  Tensor out = ops::mul(da, db);
   EXPECT_LT(max_rel_error(out.to(Device::cpu()), ops::mul(a, b)), 1e-6);
   Tensor ab = a.to(DType::bf16).to(Device::cuda(0)), bb = b.to(DType::bf16).to(Device::cuda(0));
-  Tensor ob = Tensor::empty({n}, DType::bf16, Device::cuda(0));
-  cuda::binary(cuda::BinaryOp::add, reinterpret_cast<const __nv_bfloat16*>(ab.raw_data()),
-               reinterpret_cast<const __nv_bfloat16*>(bb.raw_data()), reinterpret_cast<__nv_bfloat16*>(ob.raw_data()), n);
+  Tensor ob = ops::add(ab, bb);
+  ASSERT_EQ(ob.dtype(), DType::bf16);
   Tensor got = ob.to(Device::cpu()).to(DType::f32);
   EXPECT_FALSE(has_non_finite(got));
   EXPECT_LT(max_rel_error(got, ops::add(a, b)), 1e-2);
 }
-
-}  // namespace
-}  // namespace koff
-#endif
 
 // ---- the CUDA backend at model-sized shapes -------------------------------------------------------
 // The op harness (test_ops.cpp) runs every op at tiny shapes; these run the kernels where their tiling
 // matters (head_dim 128 tiles, many query/key tiles, GQA, memory slots, chunked vocabularies, long
 // rows) against the CPU backend: f32 within 1e-5, bf16 within 1e-2 of the CPU in f32 on the same
 // bf16-rounded inputs. Device allocations are poisoned (NaN) so an unwritten output cannot pass.
-#ifdef KOFF_HAVE_CUDA
-#include <cmath>
-#include <cstdlib>
-#include <string>
-
-#include "cuda/kernels.h"
-
-namespace koff {
-namespace {
-
-struct Poison {
-  Poison() { cuda::set_poison_allocations(true); }
-  ~Poison() { cuda::set_poison_allocations(false); }
-};
-
 Tensor rounded(const Tensor& t, DType dt) { return dt == DType::bf16 ? t.to(DType::bf16).to(DType::f32) : t; }
 Tensor dev(const Tensor& t, DType dt) { return t.to(dt).to(Device::cuda(0)); }
 void expect_close(const Tensor& got_dev, const Tensor& want, double tol, const std::string& what) {
@@ -339,10 +323,9 @@ TEST(Cuda, AdamWMultiMatchesCpu) {
     vd.push_back(v.back().to(Device::cuda(0)));
   }
   std::vector<Tensor*> pp, mp, vp;
-  std::vector<const Tensor*> gp;
-  for (size_t i = 0; i < p.size(); ++i) pp.push_back(&pd[i]), gp.push_back(&gd[i]), mp.push_back(&md[i]), vp.push_back(&vd[i]);
+  for (size_t i = 0; i < p.size(); ++i) pp.push_back(&pd[i]), mp.push_back(&md[i]), vp.push_back(&vd[i]);
   for (int64_t step = 1; step <= 3; ++step) {
-    cuda::adamw_multi(pp, gp, mp, vp, cfg, step);
+    ops::adamw_multi_(pp, gd, mp, vp, cfg, step);  // the CUDA entry: one launch per 64 f32 tensors
     for (size_t i = 0; i < p.size(); ++i) ops::adamw_step_(p[i], g[i], m[i], v[i], cfg, step);
   }
   for (size_t i = 0; i < p.size(); ++i) EXPECT_LT(max_rel_error(pd[i].to(Device::cpu()), p[i]), 1e-6) << i;

@@ -18,7 +18,7 @@
 
 #include "autograd/functions.h"
 #include "autograd/gradcheck.h"
-#include "engine/ops/backend.h"
+#include "engine/ops/dispatch.h"
 #include "engine/tensor/random.h"
 #include "tests/reference.h"
 
@@ -71,19 +71,19 @@ Tensor scalar_ref(double v) { return Tensor::full({}, v, DType::f64); }
 
 std::vector<OpCase> cases() {
   std::vector<OpCase> c;
-  auto binary = [&](const char* name, int kind, auto fn) {
+  auto binary = [&](const char* name, BinaryOp kind, auto fn) {
     c.push_back({name, {{{3, 4}}, {{3, 4}}}, {}, [fn](const Vars& v, const Tensors&) { return fn(v[0], v[1]); },
                  [kind](const Tensors& x, const Tensors&) { return ref::elementwise(x[0], x[1], kind); }});
   };
-  binary("add", 0, [](auto& a, auto& b) { return ag::add(a, b); });
-  binary("sub", 1, [](auto& a, auto& b) { return ag::sub(a, b); });
-  binary("mul", 2, [](auto& a, auto& b) { return ag::mul(a, b); });
+  binary("add", BinaryOp::add, [](auto& a, auto& b) { return ag::add(a, b); });
+  binary("sub", BinaryOp::sub, [](auto& a, auto& b) { return ag::sub(a, b); });
+  binary("mul", BinaryOp::mul, [](auto& a, auto& b) { return ag::mul(a, b); });
   c.push_back({"scale", {{{2, 5}}}, {}, [](const Vars& v, const Tensors&) { return ag::scale(v[0], -1.75); },
-               [](const Tensors& x, const Tensors&) { return ref::elementwise(x[0], Tensor::full(x[0].shape(), -1.75, DType::f64), 2); }});
+               [](const Tensors& x, const Tensors&) { return ref::elementwise(x[0], Tensor::full(x[0].shape(), -1.75, DType::f64), BinaryOp::mul); }});
   c.push_back({"add_bias", {{{2, 3, 5}}, {{5}}}, {},
                [](const Vars& v, const Tensors&) { return ag::add_bias(v[0], v[1]); },
                [](const Tensors& x, const Tensors&) {
-                 return ref::elementwise(x[0], x[1].expand(x[0].shape()).contiguous(), 0);
+                 return ref::elementwise(x[0], x[1].expand(x[0].shape()).contiguous(), BinaryOp::add);
                }});
   c.push_back({"sum", {{{4, 3}}}, {}, [](const Vars& v, const Tensors&) { return ag::sum(v[0]); },
                [](const Tensors& x, const Tensors&) {
@@ -128,7 +128,7 @@ std::vector<OpCase> cases() {
                [](const Vars& v, const Tensors&) { return ag::linear(v[0], v[1], v[2]); },
                [](const Tensors& x, const Tensors&) {
                  Tensor y = ref::matmul(x[0], x[1], false, true);
-                 return ref::elementwise(y, x[2].expand(y.shape()).contiguous(), 0);
+                 return ref::elementwise(y, x[2].expand(y.shape()).contiguous(), BinaryOp::add);
                }});
   c.push_back({"linear", {{{3, 4}}, {{5, 4}}}, {}, [](const Vars& v, const Tensors&) { return ag::linear(v[0], v[1]); },
                [](const Tensors& x, const Tensors&) { return ref::matmul(x[0], x[1], false, true); }});
@@ -516,7 +516,7 @@ TEST(OpHarnessExtra, LinearBiasWithStoredAndTransposedWeights) {
   Tensor w = rand_uniform({5, 4}, Philox(test_seed(), 62), -1, 1, DType::f64);
   Tensor b = rand_uniform({5}, Philox(test_seed(), 63), -1, 1, DType::f64);
   Tensor want = ref::matmul(x, w, false, true);
-  want = ref::elementwise(want, b.expand(want.shape()).contiguous(), 0);
+  want = ref::elementwise(want, b.expand(want.shape()).contiguous(), BinaryOp::add);
   Tensor wt_view = w.t().contiguous().t();  // [5, 4], stored as [4, 5]
   ASSERT_FALSE(wt_view.is_contiguous());
   for (const Tensor& weight : {w, wt_view}) {

@@ -196,20 +196,6 @@ std::string_view split_pattern_regex(SplitPattern pattern) {
   return {};
 }
 
-std::string_view split_pattern_name(SplitPattern pattern) {
-  switch (pattern) {
-    case SplitPattern::Gpt2:
-      return "gpt2";
-    case SplitPattern::Llama3:
-      return "llama3";
-    case SplitPattern::Qwen2:
-      return "qwen2";
-    case SplitPattern::Qwen35:
-      return "qwen35";
-  }
-  return {};
-}
-
 std::optional<SplitPattern> split_pattern_from_name(std::string_view name) {
   if (name == "gpt2") return SplitPattern::Gpt2;
   if (name == "llama3") return SplitPattern::Llama3;

@@ -29,7 +29,6 @@ enum class SplitPattern {
 
 std::optional<SplitPattern> recognize_split_pattern(std::string_view regex);
 std::string_view split_pattern_regex(SplitPattern pattern);
-std::string_view split_pattern_name(SplitPattern pattern);  // "gpt2", "llama3", "qwen2", "qwen35"
 std::optional<SplitPattern> split_pattern_from_name(std::string_view name);
 
 // Appends to `out` the pieces of `text` (valid UTF-8) in order; they cover the whole text, as

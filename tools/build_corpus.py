@@ -460,7 +460,7 @@ Regenerate (needs a Debian system with `apt-get` and `dpkg`, and the package arc
 # Main
 # ---------------------------------------------------------------------------------------------
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description="Build the six-language paragraph-aligned LibreOffice-help corpus "
                     "(data/corpus/<lang>/{train,valid}.txt, LICENSE, README.md) from the Debian "
@@ -483,14 +483,15 @@ def main() -> int:
     args = ap.parse_args()
     if not 1 <= args.valid_percent <= 50:
         die("--valid-percent must be between 1 and 50")
+    return args
 
-    t_start = time.monotonic()
-    work = args.work.resolve()
-    out = args.out.resolve()
 
+def fetch_packages(work: Path, offline: bool) -> tuple[dict[str, str], dict[str, str], Path]:
+    """Steps 1-2: download and unpack the help packages. Returns their versions, each language's
+    help directory and the English package's copyright file."""
     log(f"[1/5] download into {work / 'debs'}")
     pkg_names = [p for p, _ in LANGS.values()]
-    debs = download(work / "debs", pkg_names, args.offline)
+    debs = download(work / "debs", pkg_names, offline)
     versions = {pkg: deb_field(debs[pkg], "Version") for pkg in pkg_names}
     if len(set(versions.values())) != 1:
         log(f"  warning: the packages differ in version: {versions}")
@@ -508,11 +509,15 @@ def main() -> int:
     copyright_file = work / "unpacked" / "en" / "usr/share/doc" / LANGS["en"][0] / "copyright"
     if not copyright_file.is_file():
         die(f"{copyright_file}: missing from the package")
+    return versions, help_dirs, copyright_file
 
-    log(f"[3/5] parse help pages ({args.jobs} processes)")
+
+def parse_pages(help_dirs: dict[str, str], jobs: int) -> tuple[dict, dict, list]:
+    """Step 3: every language's paragraphs by key, its page count, and the English key order."""
+    log(f"[3/5] parse help pages ({jobs} processes)")
     t0 = time.monotonic()
     try:
-        with multiprocessing.Pool(args.jobs) as pool:
+        with multiprocessing.Pool(jobs) as pool:
             results = pool.map(parse_language, [(lang, help_dirs[lang]) for lang in LANGS])
     except ValueError as e:
         die(str(e))
@@ -522,14 +527,18 @@ def main() -> int:
     for lang in LANGS:
         log(f"  {lang}: {npages[lang]:,} pages, {len(paras[lang]):,} paragraphs with an id")
     log(f"  ({time.monotonic() - t0:.1f} s)")
+    return paras, npages, en_order
 
-    log("[4/5] filter and align")
+
+def filter_paragraphs(paras: dict, min_chars: int, work: Path) -> tuple[dict, dict]:
+    """Step 4, first half: keep the prose paragraphs that are translated. Returns the kept texts
+    and the drop counts per language; what the English filter removed goes to WORK/dropped."""
     drops = {lang: collections.Counter() for lang in LANGS}
     kept: dict[str, dict] = {lang: {} for lang in LANGS}
     en_all = paras["en"]
     for lang in LANGS:
         for key, (cls, text) in paras[lang].items():
-            why = prose_reason(cls, text, args.min_chars)
+            why = prose_reason(cls, text, min_chars)
             if why:
                 drops[lang]["short" if why == "short" else "not prose"] += 1
                 continue
@@ -547,15 +556,19 @@ def main() -> int:
             continue
         lines = []
         for key, (cls, text) in sorted(paras[lang].items()):
-            if key not in kept[lang] and prose_reason(cls, text, args.min_chars) is None:
+            if key not in kept[lang] and prose_reason(cls, text, min_chars) is None:
                 en = en_all.get(key)
                 why = english_reason(lang, text, en[1] if en else None)
                 lines.append(f"{key[0]}#{key[1]}.{key[2]}\t{why}\t{text}")
         (dropped_dir / f"{lang}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     log(f"  untranslated paragraphs dropped, for inspection: {dropped_dir}/<lang>.tsv")
+    return kept, drops
 
-    # Keys of all six languages in English document order (pages sorted by path); then drop a key
-    # whose text in some language already appeared under an earlier key.
+
+def align(en_order: list, kept: dict) -> tuple[list, list]:
+    """Step 4, second half: keys of all six languages in English document order (pages sorted by
+    path); then drop a key whose text in some language already appeared under an earlier key.
+    Returns the keys before and after that."""
     aligned_before = [k for k in en_order if all(k in kept[lang] for lang in LANGS)]
     seen = {lang: set() for lang in LANGS}
     aligned = []
@@ -569,14 +582,18 @@ def main() -> int:
         die("internal error: a key occurs twice")
     log(f"  keys in all six languages: {len(aligned_before):,}; after removing repeated texts: "
         f"{len(aligned):,}")
+    return aligned_before, aligned
 
-    # Split and cap.
+
+def split_keys(aligned: list, kept: dict, valid_percent: int, max_train_en_bytes: int) -> tuple[list, list, list]:
+    """The valid split by key hash, and the train keys capped at max_train_en_bytes of English.
+    Returns (train, valid, every train key before the cap), in aligned order."""
     period = 1 << 64
-    valid_keys = {k for k in aligned if key_hash("split", k) * 100 < args.valid_percent * period}
+    valid_keys = {k for k in aligned if key_hash("split", k) * 100 < valid_percent * period}
     train_all = [k for k in aligned if k not in valid_keys]
     train_keys = set(train_all)
-    if args.max_train_en_bytes > 0:
-        budget, taken = args.max_train_en_bytes, set()
+    if max_train_en_bytes > 0:
+        budget, taken = max_train_en_bytes, set()
         for k in sorted(train_all, key=lambda k: (key_hash("order", k), k)):
             size = len(kept["en"][k].encode("utf-8")) + 2
             if size > budget:
@@ -587,18 +604,11 @@ def main() -> int:
     train = [k for k in aligned if k in train_keys]
     valid = [k for k in aligned if k in valid_keys]
     log(f"  train keys: {len(train):,} (of {len(train_all):,}), valid keys: {len(valid):,}")
+    return train, valid, train_all
 
-    log(f"[5/5] write {out}")
-    rows = []
-    for lang in LANGS:
-        btr = paragraphs_bytes([kept[lang][k] for k in train])
-        bva = paragraphs_bytes([kept[lang][k] for k in valid])
-        write_atomic(out / lang / "train.txt", btr)
-        write_atomic(out / lang / "valid.txt", bva)
-        rows.append((lang, len(train), len(btr), len(valid), len(bva)))
-    pkg_versions = {pkg: versions[pkg] for pkg in pkg_names}
-    write_atomic(out / "LICENSE",
-                 license_text(pkg_versions, copyright_stanza(copyright_file)).encode("utf-8"))
+
+def rebuild_command(out: Path, args: argparse.Namespace) -> str:
+    """The command that rebuilds this corpus, for its README: the options that differ from the defaults."""
     try:
         rel_out = out.relative_to(REPO).as_posix()
     except ValueError:
@@ -612,19 +622,10 @@ def main() -> int:
         cmd += f" --valid-percent {args.valid_percent}"
     if args.min_chars != 40:
         cmd += f" --min-chars {args.min_chars}"
-    stats = {
-        "drops": drops, "parsed": {lang: len(paras[lang]) for lang in LANGS},
-        "pages": npages["en"], "aligned": len(aligned), "aligned_before_dedup": len(aligned_before),
-        "aligned_en_bytes": sum(len(kept["en"][k].encode("utf-8")) + 2 for k in aligned),
-        "aligned_all_bytes": sum(len(kept[lang][k].encode("utf-8")) + 2
-                                 for lang in LANGS for k in aligned),
-        "valid": len(valid),
-        "cap": args.max_train_en_bytes, "train_kept": len(train), "train_all": len(train_all),
-        "valid_percent": args.valid_percent, "min_chars": args.min_chars,
-    }
-    write_atomic(out / "README.md", readme_text(rows, pkg_versions, stats, cmd).encode("utf-8"))
+    return cmd
 
-    # Summary.
+
+def log_summary(rows: list[tuple], drops: dict, versions: dict[str, str], out: Path, t_start: float) -> None:
     log("")
     log(f"{'lang':<5} {'train paras':>11} {'train MB':>9} {'valid paras':>11} {'valid MB':>9}   "
         f"dropped: short / not prose / identical to en / English words")
@@ -637,6 +638,44 @@ def main() -> int:
     log(f"total {total / 1e6:.2f} MB in {out}; versions: "
         + ", ".join(sorted(set(versions.values()))))
     log(f"done in {time.monotonic() - t_start:.0f} s")
+
+
+def main() -> int:
+    args = parse_args()
+    t_start = time.monotonic()
+    work = args.work.resolve()
+    out = args.out.resolve()
+
+    versions, help_dirs, copyright_file = fetch_packages(work, args.offline)
+    paras, npages, en_order = parse_pages(help_dirs, args.jobs)
+    log("[4/5] filter and align")
+    kept, drops = filter_paragraphs(paras, args.min_chars, work)
+    aligned_before, aligned = align(en_order, kept)
+    train, valid, train_all = split_keys(aligned, kept, args.valid_percent, args.max_train_en_bytes)
+
+    log(f"[5/5] write {out}")
+    rows = []
+    for lang in LANGS:
+        btr = paragraphs_bytes([kept[lang][k] for k in train])
+        bva = paragraphs_bytes([kept[lang][k] for k in valid])
+        write_atomic(out / lang / "train.txt", btr)
+        write_atomic(out / lang / "valid.txt", bva)
+        rows.append((lang, len(train), len(btr), len(valid), len(bva)))
+    pkg_versions = {pkg: versions[pkg] for pkg, _ in LANGS.values()}
+    write_atomic(out / "LICENSE",
+                 license_text(pkg_versions, copyright_stanza(copyright_file)).encode("utf-8"))
+    stats = {
+        "drops": drops, "parsed": {lang: len(paras[lang]) for lang in LANGS},
+        "pages": npages["en"], "aligned": len(aligned), "aligned_before_dedup": len(aligned_before),
+        "aligned_en_bytes": sum(len(kept["en"][k].encode("utf-8")) + 2 for k in aligned),
+        "aligned_all_bytes": sum(len(kept[lang][k].encode("utf-8")) + 2
+                                 for lang in LANGS for k in aligned),
+        "valid": len(valid),
+        "cap": args.max_train_en_bytes, "train_kept": len(train), "train_all": len(train_all),
+        "valid_percent": args.valid_percent, "min_chars": args.min_chars,
+    }
+    write_atomic(out / "README.md", readme_text(rows, pkg_versions, stats, rebuild_command(out, args)).encode("utf-8"))
+    log_summary(rows, drops, versions, out, t_start)
     return 0
 
 

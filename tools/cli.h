@@ -1,5 +1,6 @@
-// The `koff` command line: each subcommand lives in its own tools/cmd_*.cpp and registers itself
-// here at static-initialisation time, so adding a command never touches main.cpp.
+// The `koff` command line: the tools/cmd_*.cpp files (each holds one or a few related commands)
+// register their commands with add_command() at static-initialisation time; main.cpp holds the
+// registry and dispatches, so adding a command never touches main.cpp.
 //
 //   static const bool registered = koff::cli::add_command({"tokenize", "text to ids, or back",
 //       [](CLI::App& sub) { ...add options...; return [=] { ...run...; return 0; }; }});

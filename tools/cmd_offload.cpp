@@ -64,7 +64,7 @@ void add_settings_options(CLI::App& sub, OffloadJob& job, bool& no_lora, bool& n
   sub.add_flag("--no-kv", no_kv, "learn no KV memories");
   sub.add_flag("--no-mask", no_mask,
                "learn no mask: memories alone on the dense model, the adaptation baseline (needs --target 0)");
-  sub.add_option("--rank", s.memory.rank, "LoRA rank r")->capture_default_str();
+  sub.add_option("--lora-rank", s.memory.rank, "LoRA rank r")->capture_default_str();
   sub.add_option("--alpha", s.memory.alpha, "LoRA alpha")->capture_default_str();
   sub.add_option("--slots", s.memory.slots, "KV memory slots m per layer and KV head")->capture_default_str();
   sub.add_option("--kv-init", s.memory.kv_init,
@@ -221,7 +221,7 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
           if (!app->count("--data")) o->data = (cache / "domains").string();
           if (!app->count("--out")) o->out = "koff-demo-smollm2";
           if (!app->count("--targets")) o->targets = {0.05, 0.12};
-          if (!app->count("--steps")) o->base.settings.steps = 120;  // the gates decided: README "The SmolLM2 experiment"
+          if (!app->count("--steps")) o->base.settings.steps = 120;  // gates decided: bench/RESULTS.md
           if (!app->count("--batch")) o->base.settings.batch = 4;
           if (!app->count("--seq")) o->base.settings.seq = 128;
           if (!app->count("--eval-seq")) o->base.eval_seq = 512;
@@ -235,15 +235,13 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
         const auto t0 = std::chrono::steady_clock::now();
         const std::atomic<bool>* interrupt = koff::cli::install_interrupt_handler();
         // Per seed: the adaptation baseline (memories on the dense model, no mask; it evaluates the
-        // dense model too), then at each target prune-only and the three KOFF variants.
+        // dense model too), then at each target prune-only, KOFF-LoRA, KOFF-KV and KOFF. A run's
+        // directory is its variant's name (variant_name), with the target when it learns a mask.
         struct Variant {
-          const char* dir;
           bool learn_mask, lora, kv;
         };
-        const Variant baselines[] = {{"dense-lora", false, true, false}, {"dense-kv", false, false, true},
-                                     {"dense-lora-kv", false, true, true}};
-        const Variant pruned[] = {{"prune-only", true, false, false}, {"koff-lora", true, true, false},
-                                  {"koff-kv", true, false, true}, {"koff", true, true, true}};
+        const Variant baselines[] = {{false, true, false}, {false, false, true}, {false, true, true}};
+        const Variant pruned[] = {{true, false, false}, {true, true, false}, {true, false, true}, {true, true, true}};
         for (int64_t seed = 1; seed <= o->seeds; ++seed) {
           std::vector<std::pair<Variant, double>> runs;
           for (const Variant& v : baselines) runs.emplace_back(v, 0.0);
@@ -260,7 +258,8 @@ const bool demo_registered = koff::cli::add_command({"demo", "the whole method o
             job.settings.memory.lora = v.lora;
             job.settings.memory.kv = v.kv;
             job.eval_dense = i == 0;
-            const std::string name = v.learn_mask ? fmt::format("{}-{:02.0f}", v.dir, 100 * t) : v.dir;
+            const std::string variant = koff::offload::variant_name(job.settings);
+            const std::string name = v.learn_mask ? fmt::format("{}-{:02.0f}", variant, 100 * t) : variant;
             job.out_dir = (fs::path(o->out) / fmt::format("seed-{}", seed) / name).string();
             if (fs::exists(fs::path(job.out_dir) / "eval.json")) {
               progress.note(fmt::format("{}: done earlier", job.out_dir));

@@ -10,11 +10,11 @@ Variable cross_entropy(const Variable& logits, const Tensor& targets, double nor
   ops::CrossEntropyOut r = ops::cross_entropy(tl, targets, ignore_index);
   double norm = normaliser > 0 ? normaliser : static_cast<double>(std::max<int64_t>(r.count, 1));
   Tensor loss = ops::scale(r.loss_sum, 1.0 / norm);
-  return make_result(loss, {logits}, "cross_entropy",
-                     [tl, targets, lse = r.lse, norm, ignore_index](const Tensor& dy, const std::vector<bool>&) {
-                       return std::vector<Tensor>{
-                           ops::cross_entropy_backward(dy.item() / norm, tl, targets, lse, ignore_index)};
-                     });
+  return make_result(
+      loss, {logits}, "cross_entropy",
+      [tl, targets, lse = r.lse, norm, ignore_index](const Tensor& dy, const std::vector<bool>&) {
+        return std::vector<Tensor>{ops::cross_entropy_backward(dy.item() / norm, tl, targets, lse, ignore_index)};
+      });
 }
 
 Variable kl_div(const Variable& logits, const Tensor& teacher_logits, double normaliser) {
@@ -22,9 +22,10 @@ Variable kl_div(const Variable& logits, const Tensor& teacher_logits, double nor
   KOFF_CHECK(normaliser > 0, "kl_div: the normaliser must be positive, got {}", normaliser);
   Tensor tl = logits.data();
   Tensor loss = ops::scale(ops::kl_div(tl, teacher_logits), 1.0 / normaliser);
-  return make_result(loss, {logits}, "kl_div", [tl, teacher_logits, normaliser](const Tensor& dy, const std::vector<bool>&) {
-    return std::vector<Tensor>{ops::kl_div_backward(dy.item() / normaliser, tl, teacher_logits)};
-  });
+  return make_result(loss, {logits}, "kl_div",
+                     [tl, teacher_logits, normaliser](const Tensor& dy, const std::vector<bool>&) {
+                       return std::vector<Tensor>{ops::kl_div_backward(dy.item() / normaliser, tl, teacher_logits)};
+                     });
 }
 
 Variable linear_cross_entropy(const Variable& h, const Variable& w, const Tensor& targets, double normaliser,
@@ -33,13 +34,13 @@ Variable linear_cross_entropy(const Variable& h, const Variable& w, const Tensor
   ops::CrossEntropyOut r = ops::linear_cross_entropy(th, tw, targets, chunk, ignore_index);
   double norm = normaliser > 0 ? normaliser : static_cast<double>(std::max<int64_t>(r.count, 1));
   Tensor loss = ops::scale(r.loss_sum, 1.0 / norm);
-  return make_result(loss, {h, w}, "linear_cross_entropy",
-                     [th, tw, targets, lse = r.lse, norm, chunk, ignore_index](const Tensor& dy,
-                                                                               const std::vector<bool>& n) {
-                       ops::LinearCrossEntropyGrads g = ops::linear_cross_entropy_backward(
-                           dy.item() / norm, th, tw, targets, lse, n[1], chunk, ignore_index);
-                       return std::vector<Tensor>{n[0] ? g.dh : Tensor(), g.dw};
-                     });
+  return make_result(
+      loss, {h, w}, "linear_cross_entropy",
+      [th, tw, targets, lse = r.lse, norm, chunk, ignore_index](const Tensor& dy, const std::vector<bool>& n) {
+        ops::LinearCrossEntropyGrads g =
+            ops::linear_cross_entropy_backward(dy.item() / norm, th, tw, targets, lse, n[1], chunk, ignore_index);
+        return std::vector<Tensor>{n[0] ? g.dh : Tensor(), g.dw};
+      });
 }
 
 }  // namespace koff::autograd

@@ -31,9 +31,9 @@
 #include "cuda/check.h"
 #include "cuda/context.h"
 #include "cuda/device.h"
-#include "cuda/gemm.h"
 #include "engine/koff/trainer.h"
-#include "engine/ops/backend.h"
+#include "engine/ops/dispatch.h"
+#include "engine/ops/ops.h"
 #include "engine/ops/profile.h"
 #include "engine/tensor/random.h"
 
@@ -189,15 +189,14 @@ void bench_kernels(int64_t T) {
       ps.push_back(rnd({n}, 40 + l, 1.0, DType::f32)), gs.push_back(rnd({n}, 41 + l, 1.0, DType::f32)),
           ms.push_back(Tensor::zeros({n}, DType::f32, kGpu)), vs.push_back(Tensor::zeros({n}, DType::f32, kGpu));
   std::vector<Tensor*> pp, mp, vp;
-  std::vector<const Tensor*> gp;
   double abytes = 0;
   for (size_t i = 0; i < ps.size(); ++i) {
-    pp.push_back(&ps[i]), gp.push_back(&gs[i]), mp.push_back(&ms[i]), vp.push_back(&vs[i]);
+    pp.push_back(&ps[i]), mp.push_back(&ms[i]), vp.push_back(&vs[i]);
     abytes += 7.0 * 4 * ps[i].numel();  // read p, g, m, v; write p, m, v
   }
   int64_t step = 0;
   bandwidth("adamw_multi (" + std::to_string(ps.size()) + " f32 tensors)", abytes,
-            [&] { cuda::adamw_multi(pp, gp, mp, vp, ops::AdamWConfig{1e-3, 0.9, 0.999, 1e-8, 0.0}, ++step); });
+            [&] { ops::adamw_multi_(pp, gs, mp, vp, ops::AdamWConfig{1e-3, 0.9, 0.999, 1e-8, 0.0}, ++step); });
 }
 
 // ---- the training step ---------------------------------------------------------------------------
@@ -244,7 +243,7 @@ double bench_step(int layers, int64_t T, int steps, double& mfu_datasheet, doubl
   offload::OffloadTrainer trainer(model, {"a", "b", "c", "d"}, streams, s, "/tmp/koff-bench-run");
   std::printf("  model + trainer ready: %.1f s (wall)\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count());
-  Backend& b = raw_backend_for(kGpu);
+  const Backend& b = backend_for(kGpu);
   double s_hat = 0;
   auto wall = std::chrono::steady_clock::now();
   trainer.train_step(0, false, &s_hat);  // warm-up: allocator cache, cuBLASLt heuristics
@@ -266,7 +265,7 @@ double bench_step(int layers, int64_t T, int steps, double& mfu_datasheet, doubl
   for (int i = 0; i < steps; ++i) trainer.train_step(2 + i, false, &s_hat);
   m1 = b.profile_mark();
   const double ms = b.profile_elapsed_ms(m0, m1) / steps;
-  b.profile_release();
+  b.release_marks();
   tokens_per_s = double(T) / (ms * 1e-3);
   mfu_datasheet = flops / (ms * 1e-3) / kDatasheetBf16;
   std::printf("  step: %.1f ms, %.0f tokens/s, %.1f TFLOP/s useful (%.2f TFLOP per step)\n", ms, tokens_per_s,

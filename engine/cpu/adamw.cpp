@@ -1,8 +1,17 @@
-#include "engine/cpu/adamw.h"
+// One AdamW step in place over n parameters (Loshchilov & Hutter; PyTorch's torch.optim.AdamW order).
+//
+//   p -= lr * wd * p                                   decoupled decay, on the pre-update parameter
+//   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
+//   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+//
+// The m update and the last line (mhat / (sqrt(vhat) + eps)) are written the way PyTorch evaluates
+// them (m as lerp, m + (1 - b1)(g - m)), so that f32 runs agree with PyTorch to rounding. t counts from 1; bias
+// corrections are computed in double.
 
 #include <cmath>
 
 #include "engine/cpu/common.h"
+#include "engine/cpu/cpu_backend.h"
 
 namespace koff::cpu {
 
@@ -29,9 +38,16 @@ void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   }
 }
 
-template void adamw<float>(float*, const float*, float*, float*, int64_t, double, double, double, double, double,
-                           int64_t);
-template void adamw<double>(double*, const double*, double*, double*, int64_t, double, double, double, double, double,
-                            int64_t);
+// ---- the CPU backend's entries (engine/tensor/backend.h) ----
+
+void fill_adamw(Backend& table) {
+  table.adamw = [](Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config, int64_t step) {
+    on_float(param, "adamw_step_", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::adamw<T>(mut<T>(param), ptr<T>(grad), mut<T>(m), mut<T>(v), param.numel(), config.lr, config.beta1,
+                    config.beta2, config.eps, config.weight_decay, step);
+    });
+  };
+}
 
 }  // namespace koff::cpu

@@ -1,51 +1,36 @@
-// CPU attention kernels: query tiles, small OpenBLAS GEMMs in between, vectorised softmax steps.
+// Causal multi-head attention with GQA and per-KV-head memory slots, FlashAttention-style on the CPU.
 //
-// Math (query row i of head h, KV group g = h / (H/G), key list [m memory slots ; real keys
-// 0 .. n_i - 1], n_i = clamp(i + Tk - Tq + 1, 0, Tk) when causal, Tk otherwise):
-//   s_j = scale q_i . k_j,  lse_i = log sum_j exp(s_j),  out_i = sum_j exp(s_j - lse_i) v_j
-// Backward, with p_ij = exp(s_ij - lse_i) recomputed from the saved lse and D_i = dout_i . out_i:
-//   dp = dout V^T,  ds = p (dp - D),  dq = scale ds K,  dk += scale ds^T q,  dv += p^T dout
+// Layouts (contiguous): q, out, dq, dout [B, Tq, H, hd]; k, v, dk, dv [B, Tk, G, hd];
+// mem_k, mem_v, dmem_k, dmem_v [B, m, G, hd] (null when m = 0); lse [B, Tq, H]. Query head h reads
+// KV head g = h / (H/G) (Hugging Face repeat_kv order).
 //
-// Layout: q/out/dq/dout [B, Tq, H, hd], k/v/dk/dv [B, Tk, G, hd], mem_*/dmem_* [B, m, G, hd], lse
-// [B, Tq, H]. The keys/values of group g are read in place as [rows, hd] matrices with leading
-// dimension G*hd (memory slots and real keys are separate arrays, so every product with K or V is two
-// GEMMs: the m slot columns, then the real-key columns); dk/dv/dmem are accumulated in place the same way.
+// Query (b, i, h) attends over the key list [m memory slots of g ; real keys 0 .. n_i - 1] with
+// n_i = clamp(i + Tk - Tq + 1, 0, Tk) when causal (a decode step with Tq < Tk sees the whole cache),
+// n_i = Tk otherwise. With s_j = scale * q . k_j:
 //
-// Tiling: a tile is np consecutive query positions [i0, i0 + np) of one (b, g) with all rep = H/G query
-// heads of the group stacked, rows r = p * rep + hr (about kTileRows rows: np = kTileRows / rep, fewer
-// when m + Tk is very long, see tile_rows). The group's heads are adjacent in q/out/dq/dout, so the
-// tile's Q, dO are gathered (and O, dQ scattered) as np contiguous blocks of rep*hd; stacking the heads
-// makes the GEMMs taller (K^T/V packed once for all of them) and the causal waste per tile smaller.
-// A tile scores only the m slots and the first n_{i0+np-1} real keys (the most any of its rows sees;
-// n_i grows with i): S [rows, m + n_{i0+np-1}] in a per-thread scratch of [rows, m + Tk] (row length
-// padded to kPad). Each row then masks its own columns >= m + n_i with -inf, i.e. p = 0. There is no
-// [Tq, Tk] matrix anywhere.
-//   forward:  S = scale Q K^T -> per row mx = max s, p = exp(s - mx), l = sum p
-//             -> O = P V -> out_i = O_i / l_i, lse_i = mx + log l_i
-//   backward: S = scale Q K^T, dP = dO V^T -> P = exp(S - lse), dS = P (dP - D)
-//             -> dV += P^T dO, dK += scale dS^T Q, dQ = scale dS K
-// A row that sees no key (m = 0 and n_i = 0), or whose scores are all -inf, gets out = 0 and
-// lse = -inf; in backward a row with lse = -inf contributes nothing and gets dq = 0. (Masked columns
-// enter the GEMMs with p = 0, so a non-finite key or value seen by a later row of the same tile can
-// turn an earlier row's 0 * inf into NaN; with finite inputs masked keys contribute exactly nothing.)
+//   lse = log sum_j exp(s_j),  out = sum_j exp(s_j - lse) v_j
 //
-// Memory gate g = mem_gate[b, g] (engine/cpu/attention.h): log g is added to the tile's m slot columns of
-// S right after the scores (forward and backward alike), so the max, the softmax and every product see
-// the gated logits (a tiny g does not flush the real keys, as scaling the exponentials after the max
-// would), and g = 0 is one more -inf, i.e. a masked key. The backward first takes, per row, the ungated
-// e^{s_m - lse} (dp_m - D) over the slot columns into dgate (finite at g = 0), then gates the columns.
+// Memory gate (optional, mem_gate [B, G], null = no gate): the m slots of (b, g) enter with their
+// attention mass scaled by gate[b, g] >= 0, i.e. each memory score gets + log g:
 //
-// Probabilities below the smallest normal number are set to 0 (exp_flush: e^x for x < -87 in float,
-// p < DBL_MIN in double): they contribute nothing measurable and subnormal arithmetic crawls.
-// float uses a vectorisable exp (Cephes polynomial, about 1 ulp); double keeps std::exp, so the f64
-// path stays within rounding of a naive reference for the finite-difference gradient checks.
+//   out = (g sum_m e^{s_m} v_m + sum_t e^{s_t} v_t) / Z,  Z = g sum_m e^{s_m} + sum_t e^{s_t},  lse = log Z
 //
-// Parallelism: OpenMP over work items; the GEMMs run inside the parallel region, where the OpenMP
-// build of OpenBLAS uses one thread. Forward items are (b, g, query tile). Backward items are (b, g)
-// pairs: every query head of a group adds into the same dk/dv/dmem rows, and owning the whole group in
-// one task makes those sums race-free and deterministic.
-#include "engine/cpu/attention.h"
-#include "engine/cpu/fast_math.h"
+// g = 0 hides the memory exactly (log 0 = -inf is a masked key: out and lse are those of attention
+// without memory), g = 1 is the ungated op bit for bit. A negative g is outside the domain (NaN).
+//
+// Both kernels work on query tiles (consecutive positions of one (b, g), all H/G heads of the group
+// stacked) with small OpenBLAS GEMMs against the keys the tile can see, and a vectorised softmax step
+// in between; no [Tq, Tk] matrix, O(tile x (m + Tk)) scratch per thread (attention.cpp has the details).
+// A row that sees no key at all gets out = 0 and lse = -inf.
+//
+// Backward recomputes p_j = exp(s_j - lse) from the saved lse, with D = dout . out:
+//   dv_j += p_j dout,  dp_j = dout . v_j,  ds_j = p_j (dp_j - D),
+//   dq += scale ds_j k_j,  dk_j += scale ds_j q
+// With a gate, p_m = g e^{s_m - lse} for the slots, and (dmem_gate [B, G], written when mem_gate is given)
+//   dgate[b, g] = sum over the group's query rows and slots m of e^{s_m - lse} (dp_m - D)
+// which is finite at g = 0 (the ungated probabilities, not ds_m / g). Rows with lse = -inf add nothing.
+// Work is split over (b, g) pairs: every query head of a group writes the same dk/dv/dmem rows, and
+// owning the whole group in one task makes those sums race-free and deterministic.
 
 #include <cblas.h>
 
@@ -57,8 +42,14 @@
 #include <vector>
 
 #include "engine/cpu/common.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/fast_math.h"
 
 namespace koff::cpu {
+
+struct AttentionDims {
+  int64_t batch, tq, tk, heads, groups, mem, head_dim;
+};
 
 namespace {
 
@@ -84,13 +75,13 @@ int64_t tile_rows(int64_t cols) {
 // product (K = 0, only when hd = 0) is handled here: BLAS rejects the leading dimensions it comes with.
 inline void blas(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, const float* b, int ldb,
                  float beta, float* c, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, lda,
-              b, ldb, beta, c, ldc);
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, lda, b,
+              ldb, beta, c, ldc);
 }
 inline void blas(bool ta, bool tb, int M, int N, int K, double alpha, const double* a, int lda, const double* b,
                  int ldb, double beta, double* c, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, lda,
-              b, ldb, beta, c, ldc);
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, lda, b,
+              ldb, beta, c, ldc);
 }
 template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* a, int64_t lda, const T* b, int64_t ldb,
@@ -103,7 +94,6 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* a
   }
   blas(ta, tb, int(M), int(N), int(K), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
-
 
 template <typename T>
 KOFF_INLINE T row_max(const T* s, int64_t n) {
@@ -228,8 +218,8 @@ inline void zero_rows(T* p, int64_t rows, int64_t hd, int64_t ld) {
 
 // Scores of one query tile: s[:, :m] = scale Q Kmem^T, s[:, m:m+nk] = scale Q K^T (row stride ld).
 template <typename T>
-inline void tile_scores(T* s, int64_t ld, const T* qt, int64_t qs, const T* km, const T* kr, int64_t ks,
-                        int64_t rows, int64_t m, int64_t nk, int64_t hd, T alpha) {
+inline void tile_scores(T* s, int64_t ld, const T* qt, int64_t qs, const T* km, const T* kr, int64_t ks, int64_t rows,
+                        int64_t m, int64_t nk, int64_t hd, T alpha) {
   if (m > 0) gemm(false, true, rows, m, hd, alpha, qt, qs, km, ks, T(0), s, ld);
   if (nk > 0) gemm(false, true, rows, nk, hd, alpha, qt, qs, kr, ks, T(0), s + m, ld);
 }
@@ -418,8 +408,7 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
           tile_t_times(dvm, dvr, ks, s.data(), ld, dob.data(), hd, t.rows, m, t.nk, hd, T(1));
           tile_t_times(dkm, dkr, ks, dp.data(), ld, qb.data(), hd, t.rows, m, t.nk, hd, scale);
           tile_times_kv(dqb.data(), hd, dp.data(), ld, km, kr, ks, t.rows, m, t.nk, hd, scale);
-          for (int64_t p = 0; p < t.np; ++p)
-            std::copy_n(dqb.data() + p * rep * hd, rep * hd, dq + row_offset(d, t, p));
+          for (int64_t p = 0; p < t.np; ++p) std::copy_n(dqb.data() + p * rep * hd, rep * hd, dq + row_offset(d, t, p));
         }
         if (mem_gate && dmem_gate) dmem_gate[b * d.groups + g] = dgate;
       }
@@ -427,15 +416,40 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
   }
 }
 
-#define KOFF_INSTANTIATE(T)                                                                                            \
-  template void attention<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, const AttentionDims&, \
-                             T, bool);                                                                                 \
-  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, const T*, const T*,  \
-                                      const T*, T*, T*, T*, T*, T*, T*, const AttentionDims&, T, bool);
-KOFF_INSTANTIATE(float)
-KOFF_INSTANTIATE(double)
-#undef KOFF_INSTANTIATE
 #undef KOFF_INLINE
 #undef KOFF_SIMD_CLONES
+
+// ---- the CPU backend's entries (engine/tensor/backend.h) ----
+
+namespace {
+AttentionDims attention_dims(const Tensor& q, const Tensor& k, const Tensor& mem_k) {
+  return {q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), mem_k.defined() ? mem_k.size(1) : 0, q.size(3)};
+}
+}  // namespace
+
+void fill_attention(Backend& table) {
+  table.attention = [](const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mem_k, const Tensor& mem_v,
+                       const Tensor& mem_gate, double scale, bool causal, Tensor& out, Tensor& lse) {
+    const cpu::AttentionDims dims = attention_dims(q, k, mem_k);
+    on_float(q, "attention", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::attention<T>(ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(mem_k), ptr<T>(mem_v), ptr<T>(mem_gate), mut<T>(out),
+                        mut<T>(lse), dims, static_cast<T>(scale), causal);
+    });
+  };
+  table.attention_backward = [](const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                                const Tensor& mem_k, const Tensor& mem_v, const Tensor& mem_gate, const Tensor& out,
+                                const Tensor& lse, double scale, bool causal, Tensor& dq, Tensor& dk, Tensor& dv,
+                                Tensor& dmem_k, Tensor& dmem_v, Tensor& dmem_gate) {
+    const cpu::AttentionDims dims = attention_dims(q, k, mem_k);
+    on_float(q, "attention_backward", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::attention_backward<T>(ptr<T>(dout), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(mem_k), ptr<T>(mem_v),
+                                 ptr<T>(mem_gate), ptr<T>(out), ptr<T>(lse), mut<T>(dq), mut<T>(dk), mut<T>(dv),
+                                 mut<T>(dmem_k), mut<T>(dmem_v), mut<T>(dmem_gate), dims, static_cast<T>(scale),
+                                 causal);
+    });
+  };
+}
 
 }  // namespace koff::cpu

@@ -4,6 +4,7 @@
 
 #include <omp.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -14,6 +15,13 @@ namespace koff::cpu {
 constexpr int64_t kParallelMin = 1 << 15;
 
 inline int max_threads() { return omp_get_max_threads(); }
+
+// 1 / (1 + exp(-x)); exp(-x) may overflow to inf for very negative x: the result is then 0, which is
+// the correctly rounded answer.
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
 
 // out[c] = sum_r f(r, c) for r in [0, rows), c in [0, cols), accumulated in double. Rows are split
 // statically over threads; each thread sums into its own row of `partials` and the rows are added in

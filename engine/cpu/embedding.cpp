@@ -1,9 +1,17 @@
-#include "engine/cpu/embedding.h"
+// Embedding lookup and its scatter-add gradient. table/dtable [V, d], ids [n] (int32 or int64),
+// out/dy [n, d]; all contiguous. An id outside [0, V) is a koff::Error (checked before any write).
+//
+//   forward:   out[i, :] = table[ids[i], :]
+//   backward:  dtable[ids[i], :] += dy[i, :]     (dtable zeroed by the caller)
+//
+// The backward splits the d columns over threads and walks every id in order inside each thread:
+// repeated ids then never race and the sum order is fixed.
 
 #include <algorithm>
 #include <cstring>
 
 #include "engine/cpu/common.h"
+#include "engine/cpu/cpu_backend.h"
 #include "engine/tensor/error.h"
 
 namespace koff::cpu {
@@ -43,8 +51,6 @@ void embedding_backward(const T* dy, const I* ids, T* dtable, int64_t n, int64_t
   }
 }
 
-template void check_ids<int32_t>(const int32_t*, int64_t, int64_t, const char*);
-template void check_ids<int64_t>(const int64_t*, int64_t, int64_t, const char*);
 #define KOFF_INSTANTIATE(T, I)                                                      \
   template void embedding<T, I>(const T*, const I*, T*, int64_t, int64_t, int64_t); \
   template void embedding_backward<T, I>(const T*, const I*, T*, int64_t, int64_t, int64_t);
@@ -53,5 +59,29 @@ KOFF_INSTANTIATE(float, int64_t)
 KOFF_INSTANTIATE(double, int32_t)
 KOFF_INSTANTIATE(double, int64_t)
 #undef KOFF_INSTANTIATE
+
+// ---- the CPU backend's entries (engine/tensor/backend.h) ----
+
+void fill_embedding(Backend& table) {
+  table.embedding = [](const Tensor& table, const Tensor& ids, Tensor& out) {
+    on_float(table, "embedding", [&](auto tag) {
+      using T = decltype(tag);
+      on_index(ids, "embedding", [&](auto itag) {
+        using I = decltype(itag);
+        cpu::embedding<T, I>(ptr<T>(table), ptr<I>(ids), mut<T>(out), ids.numel(), table.size(0), table.size(1));
+      });
+    });
+  };
+  table.embedding_backward = [](const Tensor& dy, const Tensor& ids, Tensor& dtable) {
+    on_float(dy, "embedding_backward", [&](auto tag) {
+      using T = decltype(tag);
+      on_index(ids, "embedding_backward", [&](auto itag) {
+        using I = decltype(itag);
+        cpu::embedding_backward<T, I>(ptr<T>(dy), ptr<I>(ids), mut<T>(dtable), ids.numel(), dtable.size(0),
+                                      dtable.size(1));
+      });
+    });
+  };
+}
 
 }  // namespace koff::cpu

@@ -4,6 +4,7 @@
 
 #include <climits>
 
+#include "engine/cpu/cpu_backend.h"
 #include "engine/tensor/error.h"
 
 namespace koff::cpu {
@@ -57,5 +58,23 @@ template void gemm<float>(const float*, const float*, float*, int64_t, int64_t, 
                           float, float);
 template void gemm<double>(const double*, const double*, double*, int64_t, int64_t, int64_t, int64_t, bool, bool, bool,
                            double, double);
+
+// ---- the CPU backend's entries (engine/tensor/backend.h) ----
+
+void fill_gemm(Backend& table) {
+  table.gemm = [](const Tensor& a, const Tensor& b, Tensor& c, int64_t batch, int64_t m, int64_t n, int64_t k,
+                  bool trans_a, bool trans_b, bool b_shared) {
+    on_float(a, "matmul", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::gemm<T>(ptr<T>(a), ptr<T>(b), mut<T>(c), batch, m, n, k, trans_a, trans_b, b_shared);
+    });
+  };
+  // out = x2d w^T (+ bias): the GEMM, then the bias on every row (CUDA fuses the two).
+  table.linear = [](const Tensor& x2d, const Tensor& w, const Tensor& bias, Tensor& out) {
+    const Backend& cpu = cpu_backend();
+    cpu.gemm(x2d, w, out, 1, x2d.size(0), w.size(0), x2d.size(1), false, true, true);
+    if (bias.defined()) cpu.add_bias(out, bias, out);
+  };
+}
 
 }  // namespace koff::cpu

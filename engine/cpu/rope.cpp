@@ -1,6 +1,15 @@
-#include "engine/cpu/rope.h"
+// Rotary position embedding, Hugging Face "rotate_half" convention (pairs (i, i + hd/2), not
+// interleaved (2i, 2i+1) as in Meta's original code; HF checkpoints permute q/k weights for this).
+//
+//   x, out [B, T, N, hd] (N heads), cos, sin [T, hd/2]; h = hd/2, c = cos[t, i], s = sin[t, i]:
+//   out[.., i]     = x[.., i] c - x[.., i + h] s
+//   out[.., i + h] = x[.., i + h] c + x[.., i] s          i in [0, h)
+//
+// inverse = true uses -s: the rotation by -angle, which is both the inverse and the transpose of the
+// forward rotation, hence also its backward. out may alias x (each pair is read before written).
 
 #include "engine/cpu/common.h"
+#include "engine/cpu/cpu_backend.h"
 
 namespace koff::cpu {
 
@@ -31,8 +40,16 @@ void rope(const T* x, const T* cos, const T* sin, bool inverse, T* out, int64_t 
   }
 }
 
-template void rope<float>(const float*, const float*, const float*, bool, float*, int64_t, int64_t, int64_t, int64_t);
-template void rope<double>(const double*, const double*, const double*, bool, double*, int64_t, int64_t, int64_t,
-                           int64_t);
+// ---- the CPU backend's entries (engine/tensor/backend.h) ----
+
+void fill_rope(Backend& table) {
+  table.rope = [](const Tensor& x, const Tensor& cos, const Tensor& sin, bool inverse, Tensor& out) {
+    on_float(x, "rope", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::rope<T>(ptr<T>(x), ptr<T>(cos), ptr<T>(sin), inverse, mut<T>(out), x.size(0), x.size(1), x.size(2),
+                   x.size(3));
+    });
+  };
+}
 
 }  // namespace koff::cpu

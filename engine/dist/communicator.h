@@ -6,7 +6,7 @@
 //   tcp     launched torchrun/Slurm style (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT):
 //           a small TCP star through rank 0 (tcp_communicator.cpp); it is also the store that hands
 //           NCCL its unique id.
-// NCCL (GPU buffers, its own stream) lives in cuda/nccl_communicator.h and is bootstrapped by any of
+// NCCL (GPU buffers, its own stream) lives in engine/dist/nccl_communicator.h and is bootstrapped by any of
 // these.
 //
 // Every collective is issued in the same order on every rank (the caller's job: the trainer issues

@@ -1,5 +1,5 @@
 // MPI_COMM_WORLD as a Communicator (OpenMPI under `mpirun -np N`). Host buffers only: on GPUs the
-// gradients go through NCCL, and MPI only hands NCCL its unique id (cuda/nccl_communicator.h).
+// gradients go through NCCL, and MPI only hands NCCL its unique id (engine/dist/nccl_communicator.h).
 //
 // Every MPI call runs on the CommThread (the thread that called MPI_Init_thread, so
 // MPI_THREAD_FUNNELED is enough) and is checked: MPI_COMM_WORLD returns errors (MPI_ERRORS_RETURN)

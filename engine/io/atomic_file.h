@@ -25,7 +25,6 @@ class AtomicFile {
 
   void write(const void* data, size_t nbytes);
   void write(std::string_view text) { write(text.data(), text.size()); }
-  size_t bytes_written() const { return written_; }
   // Flushes, fsyncs and renames the temporary onto the destination. After this, write() is an error.
   void commit();
 

@@ -14,7 +14,7 @@
 #include "engine/koff/run_identity.h"
 #include "engine/nn/evaluate.h"
 #include "engine/nn/model_files.h"
-#include "engine/ops/emulated_device.h"
+#include "engine/ops/dispatch.h"
 #include "engine/ops/profile.h"
 
 namespace koff::offload {
@@ -34,7 +34,7 @@ std::string variant_name(const OffloadSettings& s) {
 
 void validate(const OffloadJob& job) {
   const OffloadSettings& s = job.settings;
-  // One line naming the option, the value and the limit (README, "Errors").
+  // One line naming the option, the value and the limit (README, "Errors, interrupts and resuming").
   auto positive = [](const char* flag, int64_t v) { KOFF_CHECK(v > 0, "{} {}: must be a positive count", flag, v); };
   auto rate = [](const char* flag, double v, bool zero_ok) {
     KOFF_CHECK(std::isfinite(v) && (zero_ok ? v >= 0 : v > 0), "{} {}: must be a finite number {} 0", flag, v,
@@ -59,7 +59,7 @@ void validate(const OffloadJob& job) {
   KOFF_CHECK(std::isfinite(s.init_log_alpha), "init_log_alpha {}: must be finite", s.init_log_alpha);
   rate("--kd", s.kd, true);
   if (s.memory.lora) {
-    positive("--rank", s.memory.rank);
+    positive("--lora-rank", s.memory.rank);
     rate("--alpha", s.memory.alpha, false);
   }
   if (s.memory.kv) positive("--slots", s.memory.slots);
@@ -89,7 +89,7 @@ void validate(const OffloadJob& job) {
              "evaluation window {}: longer than the context of {} tokens of {} (max_position_embeddings)", job.eval_seq,
              config.max_position_embeddings, job.model_dir);
   if (s.memory.lora)
-    KOFF_CHECK(s.memory.rank <= config.hidden_size, "--rank {}: larger than the model's hidden size {}",
+    KOFF_CHECK(s.memory.rank <= config.hidden_size, "--lora-rank {}: larger than the model's hidden size {}",
                s.memory.rank, config.hidden_size);
   for (const auto& d : data::list_domains(job.data_dir)) {
     (void)data::read_paragraphs(d.train);
@@ -176,38 +176,42 @@ json lape(const nn::Transformer& base, const std::vector<std::vector<int32_t>>& 
           {"other_removed_fraction", o_total ? double(o_removed) / double(o_total) : 0.0}, {"layers", layers}};
 }
 
-}  // namespace
+using Note = std::function<void(const std::string&)>;
 
-bool run_offload(const OffloadJob& job) {
-  validate(job);  // then the checks that need the model, the tokens and run.json: nothing is written before
+// The provenance a compacted backbone's config.json records.
+json provenance(const OffloadJob& job) {
   const OffloadSettings& s = job.settings;
-  auto note = [&](const std::string& m) {
-    if (job.progress) job.progress(StepReport::note(m));
-  };
-  nn::Transformer base = nn::Transformer::load(job.model_dir, job.dtype);
-  base.to(job.device);
-  Tokenizer tok = nn::load_tokenizer(job.model_dir);
-  const auto& eos_ids = base.config().eos_token_ids;
-  const int64_t eos = eos_ids.empty() ? -1 : eos_ids.front();
+  return {{"source_model", fs::absolute(job.model_dir).string()}, {"target_sparsity", s.target},
+          {"variant", variant_name(s)}, {"settings", s.to_json()}};
+}
+
+// The domains' token streams: train whole, valid cut to eval_tokens (every domain in the order of
+// the data directory).
+struct DomainStreams {
   std::vector<std::string> names;
   std::vector<std::vector<int32_t>> train, valid;
-  const auto domains = data::list_domains(job.data_dir);
+};
+DomainStreams read_domains(const OffloadJob& job, const std::vector<data::DomainFiles>& domains, const Tokenizer& tok,
+                           int64_t eos) {
+  DomainStreams ds;
   for (const auto& d : domains) {
-    names.push_back(d.name);
-    train.push_back(data::tokenize(tok, data::read_paragraphs(d.train), eos));
-    valid.push_back(head(data::tokenize(tok, data::read_paragraphs(d.valid), eos), job.eval_tokens));
-    KOFF_CHECK(static_cast<int64_t>(train.back().size()) > s.seq + 1,
-               "{}: {} tokens, too few for one training window of --seq {} + 1", d.train, train.back().size(), s.seq);
-    KOFF_CHECK(valid.back().size() >= 2, "{}: {} tokens, too few to evaluate", d.valid, valid.back().size());
+    ds.names.push_back(d.name);
+    ds.train.push_back(data::tokenize(tok, data::read_paragraphs(d.train), eos));
+    ds.valid.push_back(head(data::tokenize(tok, data::read_paragraphs(d.valid), eos), job.eval_tokens));
+    KOFF_CHECK(static_cast<int64_t>(ds.train.back().size()) > job.settings.seq + 1,
+               "{}: {} tokens, too few for one training window of --seq {} + 1", d.train, ds.train.back().size(),
+               job.settings.seq);
+    KOFF_CHECK(ds.valid.back().size() >= 2, "{}: {} tokens, too few to evaluate", d.valid, ds.valid.back().size());
   }
+  return ds;
+}
+
+// Every check has passed: from here on the run directory is written (rank 0): --force-new clears
+// it, temporaries of a dead process go, run.json records what this run is.
+void start_run_directory(const OffloadJob& job, const std::vector<std::string>& names, const json& fingerprint,
+                         bool root, const Note& note) {
+  const OffloadSettings& s = job.settings;
   const fs::path out(job.out_dir);
-  const bool root = !job.comm || job.comm->is_root();
-  // What this run is (run_identity.h): resuming another run's checkpoints is refused.
-  const json fingerprint = run_fingerprint(job.model_dir, domains, s.to_json());
-  if (!job.force_new) check_resume_identity(out, fingerprint);
-  OffloadTrainer trainer(base, names, train, s, out.string(), job.comm,
-                         static_cast<size_t>(job.bucket_mb * 1024 * 1024));
-  // Every check has passed: from here on the run directory is written.
   if (root && job.force_new) clear_run_directory(out);
   if (job.force_new && job.comm && job.comm->world_size() > 1) {
     uint64_t cleared = 1;  // no rank looks for checkpoints before rank 0 has removed them
@@ -220,8 +224,13 @@ bool run_offload(const OffloadJob& job) {
               {"domains", names}, {"settings", s.to_json()}, {"variant", variant_name(s)},
               {"eval_tokens", job.eval_tokens}, {"eval_seq", job.eval_seq}, {"fingerprint", fingerprint}};
   if (root) io::write_file_atomic(out / "run.json", run.dump(2));
-  note(fmt::format("{}: {} on {} domains, target {:.0f}%, {} steps of {} x {} tokens", out.string(), variant_name(s),
-                   names.size(), 100 * s.target, s.steps, s.batch, s.seq));
+}
+
+// What the run is about to do: variant, data parallelism, device.
+void note_run(const OffloadJob& job, size_t domains, const Note& note) {
+  const OffloadSettings& s = job.settings;
+  note(fmt::format("{}: {} on {} domains, target {:.0f}%, {} steps of {} x {} tokens", job.out_dir, variant_name(s),
+                   domains, 100 * s.target, s.steps, s.batch, s.seq));
   if (job.comm && job.comm->world_size() > 1) {
     const int64_t W = job.comm->world_size(), fewest = s.batch / W, most = (s.batch + W - 1) / W;
     note(fmt::format("data parallel over {} ranks ({}): {} of each step's {} sequences per rank, gradient buckets "
@@ -232,35 +241,35 @@ bool run_offload(const OffloadJob& job) {
 
   if (!job.device.is_cpu())
     note(fmt::format("device {} ({}), frozen weights in {}, trainables and AdamW state in f32", job.device.str(),
-                     raw_backend_for(job.device).name(), dtype_name(job.dtype)));
-  profile::Ceilings ceilings;
-  if (job.profile && root) {
-    // Ceilings measured here, in the same run as the step they judge (sized down on the CPU).
-    const bool host = job.device.is_cpu() || cuda_is_emulated();
-    ceilings = profile::measure_ceilings(job.device, job.dtype, host ? (size_t{256} << 20) : (size_t{2} << 30),
-                                         host ? 1024 : 8192);
-    trainer.set_profile(true);
-  }
-  if (!trainer.run(job.progress, job.interrupt)) return false;
-  if (job.profile && root && trainer.step_profile().step >= 0) {
-    const auto& sp = trainer.step_profile();
-    const std::string text = fmt::format("step {}: ", sp.step) +
-                             profile::format_step_profile(sp.ops, sp.step_ms, sp.tokens, ceilings,
-                                                          fmt::format("{} {}", job.device.str(), dtype_name(job.dtype)));
-    io::write_file_atomic(out / "profile.txt", text);
-    for (size_t a = 0, b; a < text.size(); a = b + 1) {  // one note per line
-      b = text.find('\n', a);
-      if (b == std::string::npos) b = text.size();
-      note(text.substr(a, b - a));
-    }
-  }
-  if (!root) return true;  // rank 0 exports and evaluates what every rank holds
-  const FinalMask& mask = trainer.mask();
+                     backend_for(job.device).name, dtype_name(job.dtype)));
+}
 
-  // Export: compacted backbone, memories.
-  json provenance = {{"source_model", fs::absolute(job.model_dir).string()}, {"target_sparsity", s.target},
-                     {"variant", variant_name(s)}, {"settings", s.to_json()}};
-  nn::Transformer backbone = compact(base, mask, provenance);
+// --profile, after training: the step's per-op table against the ceilings, to profile.txt and as notes.
+void write_profile(const OffloadJob& job, const OffloadTrainer& trainer, const profile::Ceilings& ceilings,
+                   const Note& note) {
+  const auto& sp = trainer.step_profile();
+  const std::string text = fmt::format("step {}: ", sp.step) +
+                           profile::format_step_profile(sp.ops, sp.step_ms, sp.tokens, ceilings,
+                                                        fmt::format("{} {}", job.device.str(), dtype_name(job.dtype)));
+  io::write_file_atomic(fs::path(job.out_dir) / "profile.txt", text);
+  for (size_t a = 0, b; a < text.size(); a = b + 1) {  // one note per line
+    b = text.find('\n', a);
+    if (b == std::string::npos) b = text.size();
+    note(text.substr(a, b - a));
+  }
+}
+
+// What the run exports: the compacted backbone, and that backbone as saved and reloaded with each
+// domain's exported memory attached (what the evaluation measures).
+struct Exported {
+  nn::Transformer backbone, saved;
+  std::vector<LoadedMemory> memories;
+};
+Exported export_run(const OffloadJob& job, const nn::Transformer& base, const OffloadTrainer& trainer,
+                    const std::vector<std::string>& names, const Note& note) {
+  const fs::path out(job.out_dir);
+  const FinalMask& mask = trainer.mask();
+  nn::Transformer backbone = compact(base, mask, provenance(job));
   backbone.save((out / "backbone").string(), job.save_dtype == "bf16" ? DType::bf16 : DType::f32);
   io::write_file_atomic(out / "backbone" / "tokenizer.json", nn::tokenizer_json_text(job.model_dir));
   // Evaluate what was exported: the backbone as saved, reloaded.
@@ -276,25 +285,42 @@ bool run_offload(const OffloadJob& job) {
   }
   note(fmt::format("exported {} ({} -> {} parameters; {:.2f}% of the prunable size removed)",
                    (out / "backbone").string(), base.num_parameters(), backbone.num_parameters(), 100 * mask.sparsity()));
+  return {std::move(backbone), std::move(saved), std::move(memories)};
+}
 
+// prune-only, binary: the same mask with every kept unit at 1 (no z_det scales folded in), so that
+// "prune-only" is not also a learned per-unit rescaling.
+nn::Transformer binary_backbone(const OffloadJob& job, const nn::Transformer& base, const FinalMask& mask) {
+  FinalMask bin = mask;
+  for (auto* zs : {&bin.z_heads, &bin.z_neurons})
+    for (Tensor& z : *zs) {
+      z = z.clone();  // host f32
+      for (int64_t i = 0; i < z.numel(); ++i) z.data<float>()[i] = z.data<float>()[i] > 0 ? 1.0f : 0.0f;
+    }
+  nn::Transformer binary = compact(base, bin, provenance(job));
+  binary.to(job.device);
+  return binary;
+}
+
+// eval.json: per domain, the perplexity and per-window NLL of the dense model, the backbone alone,
+// the backbone with its own memory (and prune-only's binary mask), all on the same windows; the
+// D x D cross-memory matrix (KOFF); the LAPE analysis (a learned mask).
+void evaluate_run(const OffloadJob& job, const nn::Transformer& base, const OffloadTrainer& trainer,
+                  const Exported& exported, const DomainStreams& ds,
+                  const Note& note) {
+  const OffloadSettings& s = job.settings;
+  const FinalMask& mask = trainer.mask();
+  const std::vector<std::string>& names = ds.names;
+  const auto& valid = ds.valid;
+  const nn::Transformer& saved = exported.saved;
+  const auto& memories = exported.memories;
   json eval = {{"variant", variant_name(s)}, {"target", s.target}, {"achieved", mask.sparsity()},
                {"removed_fraction_of_all", mask.removed / total_parameters(base.config())}, {"domains", names},
                {"seed", s.seed}, {"control", trainer.control_summary().to_json()},
                {"eval_seq", job.eval_seq}, {"eval_tokens", job.eval_tokens},
-               {"parameters", {{"base", base.num_parameters()}, {"backbone", backbone.num_parameters()}}}};
-  // prune-only, binary: the same mask with every kept unit at 1 (no z_det scales folded in), so that
-  // "prune-only" is not also a learned per-unit rescaling.
+               {"parameters", {{"base", base.num_parameters()}, {"backbone", exported.backbone.num_parameters()}}}};
   std::optional<nn::Transformer> binary;
-  if (!s.has_memory()) {
-    FinalMask bin = mask;
-    for (auto* zs : {&bin.z_heads, &bin.z_neurons})
-      for (Tensor& z : *zs) {
-        z = z.clone();  // host f32
-        for (int64_t i = 0; i < z.numel(); ++i) z.data<float>()[i] = z.data<float>()[i] > 0 ? 1.0f : 0.0f;
-      }
-    binary = compact(base, bin, provenance);
-    binary->to(job.device);
-  }
+  if (!s.has_memory()) binary = binary_backbone(job, base, mask);
   for (size_t d = 0; d < names.size(); ++d) {
     // Every row of a domain on the same windows: the report's bootstrap intervals are paired.
     json row, nll;
@@ -340,8 +366,11 @@ bool run_offload(const OffloadJob& job) {
     for (const auto& v : valid) lape_valid.push_back(head(v, job.lape_tokens));
     eval["lape"] = lape(base, lape_valid, job.eval_seq, mask);
   }
-  io::write_file_atomic(out / "eval.json", eval.dump(2));
+  io::write_file_atomic(fs::path(job.out_dir) / "eval.json", eval.dump(2));
+}
 
+// mask.json: kept query heads and neurons per layer, and which heads.
+void write_mask(const fs::path& out, const FinalMask& mask) {
   json masks = {{"layers", json::array()}};
   for (size_t l = 0; l < mask.keep_heads.size(); ++l) {
     int64_t heads = std::count(mask.keep_heads[l].begin(), mask.keep_heads[l].end(), true);
@@ -350,6 +379,46 @@ bool run_offload(const OffloadJob& job) {
                                {"neurons", mask.keep_neurons[l].size()}, {"keep_heads", mask.keep_heads[l]}});
   }
   io::write_file_atomic(out / "mask.json", masks.dump());
+}
+
+}  // namespace
+
+bool run_offload(const OffloadJob& job) {
+  validate(job);  // then the checks that need the model, the tokens and run.json: nothing is written before
+  const OffloadSettings& s = job.settings;
+  auto note = [&](const std::string& m) {
+    if (job.progress) job.progress(StepReport::note(m));
+  };
+  nn::Transformer base = nn::Transformer::load(job.model_dir, job.dtype);
+  base.to(job.device);
+  Tokenizer tok = nn::load_tokenizer(job.model_dir);
+  const auto& eos_ids = base.config().eos_token_ids;
+  const int64_t eos = eos_ids.empty() ? -1 : eos_ids.front();
+  const auto domains = data::list_domains(job.data_dir);
+  const DomainStreams ds = read_domains(job, domains, tok, eos);
+  const fs::path out(job.out_dir);
+  const bool root = !job.comm || job.comm->is_root();
+  // What this run is (run_identity.h): resuming another run's checkpoints is refused.
+  const json fingerprint = run_fingerprint(job.model_dir, domains, s.to_json());
+  if (!job.force_new) check_resume_identity(out, fingerprint);
+  OffloadTrainer trainer(base, ds.names, ds.train, s, out.string(), job.comm,
+                         static_cast<size_t>(job.bucket_mb * 1024 * 1024));
+  start_run_directory(job, ds.names, fingerprint, root, note);
+  note_run(job, ds.names.size(), note);
+  profile::Ceilings ceilings;
+  if (job.profile && root) {
+    // Ceilings measured here, in the same run as the step they judge (sized down on the CPU).
+    const bool host = backend_for(job.device).host_memory;
+    ceilings = profile::measure_ceilings(job.device, job.dtype, host ? (size_t{256} << 20) : (size_t{2} << 30),
+                                         host ? 1024 : 8192);
+    trainer.set_profile(true);
+  }
+  if (!trainer.run(job.progress, job.interrupt)) return false;
+  if (job.profile && root && trainer.step_profile().step >= 0) write_profile(job, trainer, ceilings, note);
+  if (!root) return true;  // rank 0 exports and evaluates what every rank holds
+  const Exported exported = export_run(job, base, trainer, ds.names, note);
+  evaluate_run(job, base, trainer, exported, ds, note);
+  write_mask(out, trainer.mask());
   return true;
 }
 

@@ -116,12 +116,6 @@ Device MemoryBank::device() const {
   return Device::cpu();
 }
 
-int64_t MemoryBank::domain_index(const std::string& name) const {
-  for (size_t i = 0; i < domains_.size(); ++i)
-    if (domains_[i] == name) return static_cast<int64_t>(i);
-  fail("unknown domain '{}' (this memory bank has: {})", name, fmt::join(domains_, ", "));
-}
-
 std::vector<Variable> MemoryBank::lora_parameters() const {
   std::vector<Variable> out;
   for (const auto& t : layers_)
@@ -203,30 +197,6 @@ io::NamedTensors MemoryBank::state() const {
 void MemoryBank::load_state(const std::function<Tensor(const std::string&)>& get) {
   for (auto v : lora_parameters()) v.mutable_data().copy_(get(v.name()));
   for (auto v : kv_parameters()) v.mutable_data().copy_(get(v.name()));
-}
-
-io::NamedTensors MemoryBank::domain_tensors(int64_t d) const {
-  io::NamedTensors out;
-  const int64_t r = config_.rank, m = config_.slots;
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    const LayerTables& t = layers_[l];
-    for (const auto& [p, a] : t.lora_a) {
-      const auto [in, outd] = t.io.at(p);
-      out.emplace_back(fmt::format("layers.{}.{}.lora_A", l, nn::proj_name(p)),
-                       a.data().select(0, d).reshape({r, in}).to(Device::cpu()).clone());
-      out.emplace_back(fmt::format("layers.{}.{}.lora_B", l, nn::proj_name(p)),
-                       t.lora_b.at(p).data().select(0, d).reshape({outd, r}).to(Device::cpu()).clone());
-    }
-    if (t.kv_k.defined()) {
-      out.emplace_back(fmt::format("layers.{}.kv_keys", l),
-                       t.kv_k.data().select(0, d).reshape({m, kv_heads_, head_dim_}).to(Device::cpu()).clone());
-      out.emplace_back(fmt::format("layers.{}.kv_values", l),
-                       t.kv_v.data().select(0, d).reshape({m, kv_heads_, head_dim_}).to(Device::cpu()).clone());
-      if (t.kv_gate.defined())
-        out.emplace_back(fmt::format("layers.{}.kv_gate", l), t.kv_gate.data().select(0, d).to(Device::cpu()).clone());
-    }
-  }
-  return out;
 }
 
 }  // namespace koff::offload

@@ -36,7 +36,7 @@ struct MemoryConfig {
   int64_t slots = 16;               // m, memory slots per layer and KV head
   // "text": the frozen model's own keys/values of a domain text; "random": N(0, 0.02); "neutral": as
   // "text", plus a memory gate per layer and KV head that starts at 0 (the memory starts invisible).
-  std::string kv_init = "random";  // the default by measurement: README "Sparsity control" / "The demo's table"
+  std::string kv_init = "random";  // the default by measurement: bench/RESULTS.md "KV memory init"
   bool kv_gated() const { return kv && kv_init == "neutral"; }
   nlohmann::json to_json() const;
   static MemoryConfig from_json(const nlohmann::json& j);
@@ -59,7 +59,6 @@ class MemoryBank {
   const std::vector<std::string>& domains() const { return domains_; }
   int64_t kv_heads() const { return kv_heads_; }  // of the base model the bank was made for
   Device device() const;                          // where the tables live (the model's device)
-  int64_t domain_index(const std::string& name) const;  // error naming the domain when unknown
   std::vector<Variable> lora_parameters() const;
   std::vector<Variable> kv_parameters() const;  // keys, values and (kv_init "neutral") the gate tables
   // Clamps the memory gates at 0 (after each optimizer step); a no-op without gates.
@@ -73,11 +72,6 @@ class MemoryBank {
   // All tensors of the bank (for checkpoints), and their restore.
   io::NamedTensors state() const;
   void load_state(const std::function<Tensor(const std::string&)>& get);
-
-  // One domain's memory as the tensors of memory.safetensors: "layers.{l}.{proj}.lora_A" [r, in],
-  // "...lora_B" [out, r], "layers.{l}.kv_keys" / "kv_values" [m, G, hd], and with a gate
-  // "layers.{l}.kv_gate" [G] (a memory without one is ungated: gate 1).
-  io::NamedTensors domain_tensors(int64_t domain) const;
 
   struct LayerTables {
     std::map<Proj, Variable> lora_a, lora_b;  // [D, r*in], [D, out*r]

@@ -44,10 +44,6 @@ void gnuplot(const fs::path& script) {
   if (std::system(cmd.c_str()) != 0) fail("gnuplot failed on {}", script.string());
 }
 
-}  // namespace
-
-namespace {
-
 // One row of the section-8 table, pooled over seeds: per seed, the windows of every domain
 // concatenated (domain order of the runs).
 struct Row {
@@ -61,16 +57,41 @@ std::string fmt_ratio(const BootstrapInterval& b) {
   return fmt::format("{:.3f} [{:.3f}, {:.3f}]{}", b.estimate, b.lower, b.upper, b.significant ? " *" : "");
 }
 
-}  // namespace
+// What the report is made from: the finished runs under one directory, grouped by (variant,
+// target), and the rows of the section-8 table.
+struct ReportInputs {
+  fs::path dir;
+  std::string dir_str;
+  std::vector<Run> runs;  // sorted by directory
+  std::vector<std::string> domains;
+  bool windows = false;  // per-window figures (older runs have ppl only)
+  // The windows of every domain, concatenated: tokens and domain (stratum) per window.
+  std::vector<double> tokens;
+  std::vector<int64_t> strata;
+  // Runs by (variant, target), each with its seeds.
+  std::map<std::pair<std::string, double>, std::vector<const Run*>> groups;
+  std::set<int64_t> seeds;
+  std::set<double> targets;  // of the runs that learn a mask
+  std::vector<Row> rows;
+  const Row* dense = nullptr;
+  BootstrapOptions bo;
 
-std::string write_report(const std::string& dir_str) {
-  const fs::path dir(dir_str);
-  KOFF_CHECK(fs::is_directory(dir), "{} is not a directory", dir_str);
+  const Row* find_row(const std::string& name, const std::string& group) const {
+    for (const Row& r : rows)
+      if (r.name == name && (r.group == group || group.empty())) return &r;
+    return nullptr;
+  }
+  BootstrapInterval ratio(const Row& a, const Row& b) const {
+    return bootstrap_perplexity_ratio(a.nll, b.nll, tokens, bo, strata);
+  }
+};
+
+// A run, a directory of runs, or a directory of seed-N directories of runs (koff demo --seeds).
+std::vector<Run> read_runs(const fs::path& dir) {
   std::vector<Run> runs;
   auto add = [&](const fs::path& d) {
     if (fs::exists(d / "eval.json")) runs.push_back({d, read_json(d / "eval.json"), read_json(d / "run.json")});
   };
-  // A run, a directory of runs, or a directory of seed-N directories of runs (koff demo --seeds).
   add(dir);
   for (const auto& e : fs::directory_iterator(dir)) {
     if (!e.is_directory()) continue;
@@ -78,108 +99,102 @@ std::string write_report(const std::string& dir_str) {
     for (const auto& f : fs::directory_iterator(e.path()))
       if (f.is_directory() && !fs::exists(e.path() / "eval.json")) add(f.path());
   }
-  KOFF_CHECK(!runs.empty(), "{}: no finished run (a run directory has eval.json; run koff offload first)", dir_str);
   std::sort(runs.begin(), runs.end(), [](const Run& a, const Run& b) { return a.dir < b.dir; });
-  const std::vector<std::string> domains = runs[0].eval.at("domains").get<std::vector<std::string>>();
-  const bool windows = runs[0].eval.contains("nll");  // per-window figures (older runs have ppl only)
+  return runs;
+}
 
-  // The windows of every domain, concatenated: tokens and domain (stratum) per window.
-  std::vector<double> tokens;
-  std::vector<int64_t> strata;
-  if (windows)
-    for (size_t d = 0; d < domains.size(); ++d)
-      for (const auto& t : runs[0].eval.at("window_tokens").at(domains[d])) {
-        tokens.push_back(t.get<double>());
-        strata.push_back(static_cast<int64_t>(d));
-      }
-
-  // Runs by (variant, target), each with its seeds.
-  std::map<std::pair<std::string, double>, std::vector<const Run*>> groups;
-  std::set<int64_t> seeds;
-  for (const Run& r : runs) {
-    groups[{r.eval.at("variant").get<std::string>(), r.eval.at("target").get<double>()}].push_back(&r);
-    seeds.insert(r.eval.value("seed", int64_t{1}));
-  }
-  std::set<double> targets;
-  for (const auto& [key, v] : groups)
-    if (key.second > 0) targets.insert(key.second);
-
-  // A row from the eval key `what` of the runs of a group.
-  auto make_row = [&](const std::string& name, const std::vector<const Run*>& rs, const std::string& what,
-                      const std::string& group) -> std::optional<Row> {
-    Row row;
-    row.name = name, row.group = group;
-    row.domain_ppl.resize(domains.size());
-    double achieved = 0;
-    for (const Run* r : rs) {
-      const json& e = r->eval;
-      if (!e["ppl"][domains[0]].contains(what)) continue;
-      std::vector<double> all;
-      for (size_t d = 0; d < domains.size(); ++d) {
-        row.domain_ppl[d].push_back(e["ppl"][domains[d]][what].get<double>());
-        if (windows)
-          for (const auto& x : e["nll"][domains[d]][what]) all.push_back(x.get<double>());
-      }
-      if (windows) row.nll.push_back(all);
-      achieved += e.at("achieved").get<double>();
-      row.target = pct(e.at("target").get<double>());
+// A row from the eval key `what` of the runs `rs`; none when no run has it.
+std::optional<Row> make_row(const ReportInputs& in, const std::string& name, const std::vector<const Run*>& rs,
+                            const std::string& what, const std::string& group) {
+  Row row;
+  row.name = name, row.group = group;
+  row.domain_ppl.resize(in.domains.size());
+  double achieved = 0;
+  for (const Run* r : rs) {
+    const json& e = r->eval;
+    if (!e["ppl"][in.domains[0]].contains(what)) continue;
+    std::vector<double> all;
+    for (size_t d = 0; d < in.domains.size(); ++d) {
+      row.domain_ppl[d].push_back(e["ppl"][in.domains[d]][what].get<double>());
+      if (in.windows)
+        for (const auto& x : e["nll"][in.domains[d]][what]) all.push_back(x.get<double>());
     }
-    if (row.domain_ppl[0].empty()) return std::nullopt;
-    row.achieved = fmt::format("{:.1f}%", 100 * achieved / static_cast<double>(row.domain_ppl[0].size()));
-    return row;
-  };
+    if (in.windows) row.nll.push_back(all);
+    achieved += e.at("achieved").get<double>();
+    row.target = pct(e.at("target").get<double>());
+  }
+  if (row.domain_ppl[0].empty()) return std::nullopt;
+  row.achieved = fmt::format("{:.1f}%", 100 * achieved / static_cast<double>(row.domain_ppl[0].size()));
+  return row;
+}
+
+// The rows of the section-8 table, in its order: dense, the adaptation baseline, then per target
+// prune-only (binary mask, then with scales) and each KOFF variant (backbone alone, then with memory).
+std::vector<Row> make_rows(const ReportInputs& in) {
   std::vector<Row> rows;
   auto push = [&](std::optional<Row> r) {
     if (r) rows.push_back(std::move(*r));
   };
+  auto group = [&](const char* v, double t) -> const std::vector<const Run*>& { return in.groups.at({v, t}); };
   // dense: deterministic; the first run that evaluated it.
-  for (const Run& r : runs)
-    if (r.eval["ppl"][domains[0]].contains("dense")) {
-      push(make_row("dense", {&r}, "dense", "dense"));
+  for (const Run& r : in.runs)
+    if (r.eval["ppl"][in.domains[0]].contains("dense")) {
+      push(make_row(in, "dense", {&r}, "dense", "dense"));
       rows.back().target = "0%", rows.back().achieved = "0%";
       break;
     }
   for (const char* v : {"dense+LoRA", "dense+KV", "dense+LoRA+KV"})
-    if (groups.count({v, 0.0})) push(make_row(v, groups[{v, 0.0}], "memory", "adaptation"));
-  for (double t : targets) {
+    if (in.groups.count({v, 0.0})) push(make_row(in, v, group(v, 0.0), "memory", "adaptation"));
+  for (double t : in.targets) {
     const std::string g = pct(t);
-    if (groups.count({"prune-only", t})) {
-      push(make_row("prune-only, binary mask", groups[{"prune-only", t}], "binary", g));
-      push(make_row("prune-only", groups[{"prune-only", t}], "backbone", g));
+    if (in.groups.count({"prune-only", t})) {
+      push(make_row(in, "prune-only, binary mask", group("prune-only", t), "binary", g));
+      push(make_row(in, "prune-only", group("prune-only", t), "backbone", g));
     }
     for (const char* v : {"KOFF-LoRA", "KOFF-KV", "KOFF"}) {
-      if (!groups.count({v, t})) continue;
-      push(make_row(fmt::format("{} backbone alone", v), groups[{v, t}], "backbone", g));
-      push(make_row(v, groups[{v, t}], "memory", g));
+      if (!in.groups.count({v, t})) continue;
+      push(make_row(in, fmt::format("{} backbone alone", v), group(v, t), "backbone", g));
+      push(make_row(in, v, group(v, t), "memory", g));
     }
   }
-  auto find_row = [&](const std::string& name, const std::string& group) -> const Row* {
-    for (const Row& r : rows)
-      if (r.name == name && (r.group == group || group.empty())) return &r;
-    return nullptr;
-  };
-  const Row* dense = find_row("dense", "dense");
-  BootstrapOptions bo;
-  auto ratio = [&](const Row& a, const Row& b) { return bootstrap_perplexity_ratio(a.nll, b.nll, tokens, bo, strata); };
+  return rows;
+}
 
-  std::ostringstream md, table;
-  md << "# Knowledge offloading report\n\nRuns under `" << dir_str << "`: " << seeds.size() << " seed(s). Held-out "
-     << "perplexity per domain (lower is better), evaluated through the exported backbone";
-  if (windows)
-    md << fmt::format(" on {} windows of up to {} tokens ({} tokens in all)", tokens.size(),
-                      runs[0].eval.value("eval_seq", int64_t{0}),
-                      static_cast<int64_t>(std::accumulate(tokens.begin(), tokens.end(), 0.0)));
-  md << ".\n\n";
-  // --- section 8 table ---
+// Reads the runs under dir and makes the table's rows.
+void read_inputs(ReportInputs& in) {
+  in.runs = read_runs(in.dir);
+  KOFF_CHECK(!in.runs.empty(), "{}: no finished run (a run directory has eval.json; run koff offload first)",
+             in.dir_str);
+  in.domains = in.runs[0].eval.at("domains").get<std::vector<std::string>>();
+  in.windows = in.runs[0].eval.contains("nll");
+  if (in.windows)
+    for (size_t d = 0; d < in.domains.size(); ++d)
+      for (const auto& t : in.runs[0].eval.at("window_tokens").at(in.domains[d])) {
+        in.tokens.push_back(t.get<double>());
+        in.strata.push_back(static_cast<int64_t>(d));
+      }
+  for (const Run& r : in.runs) {
+    in.groups[{r.eval.at("variant").get<std::string>(), r.eval.at("target").get<double>()}].push_back(&r);
+    in.seeds.insert(r.eval.value("seed", int64_t{1}));
+  }
+  for (const auto& [key, v] : in.groups)
+    if (key.second > 0) in.targets.insert(key.second);
+  in.rows = make_rows(in);
+  in.dense = in.find_row("dense", "dense");
+}
+
+// The section-8 table (also what `koff demo` prints).
+std::string perplexity_table(const ReportInputs& in) {
+  std::ostringstream table;
   table << "| row | target | achieved |";
-  for (const auto& d : domains) table << " " << d << " |";
-  table << (windows ? " all [95% CI] | vs dense [95% CI] |\n" : " mean |\n") << "|---|---|---|";
-  for (size_t i = 0; i < domains.size() + (windows ? 2 : 1); ++i) table << "---|";
+  for (const auto& d : in.domains) table << " " << d << " |";
+  table << (in.windows ? " all [95% CI] | vs dense [95% CI] |\n" : " mean |\n") << "|---|---|---|";
+  for (size_t i = 0; i < in.domains.size() + (in.windows ? 2 : 1); ++i) table << "---|";
   table << "\n";
-  for (const Row& r : rows) {
+  for (const Row& r : in.rows) {
     table << "| " << r.name << " | " << r.target << " | " << r.achieved << " |";
     double sum = 0;
-    for (size_t d = 0; d < domains.size(); ++d) {
+    for (size_t d = 0; d < in.domains.size(); ++d) {
       // Per domain: the perplexity of the seeds' pooled nll (the geometric mean of their perplexities).
       double log_sum = 0;
       for (double p : r.domain_ppl[d]) log_sum += std::log(p);
@@ -187,95 +202,117 @@ std::string write_report(const std::string& dir_str) {
       sum += v;
       table << fmt::format(" {:.2f} |", v);
     }
-    if (windows) {
-      table << " " << fmt_interval(bootstrap_perplexity(r.nll, tokens, bo, strata)) << " | "
-            << (dense && &r != dense ? fmt_ratio(ratio(r, *dense)) : std::string("")) << " |\n";
+    if (in.windows) {
+      table << " " << fmt_interval(bootstrap_perplexity(r.nll, in.tokens, in.bo, in.strata)) << " | "
+            << (in.dense && &r != in.dense ? fmt_ratio(in.ratio(r, *in.dense)) : std::string("")) << " |\n";
     } else {
-      table << fmt::format(" {:.2f} |\n", sum / static_cast<double>(domains.size()));
+      table << fmt::format(" {:.2f} |\n", sum / static_cast<double>(in.domains.size()));
     }
   }
-  md << "## Perplexity (KOFF_METHOD.md section 8)\n\n" << table.str() << "\n";
+  return table.str();
+}
+
+void write_header(std::ostream& md, const ReportInputs& in) {
+  md << "# Knowledge offloading report\n\nRuns under `" << in.dir_str << "`: " << in.seeds.size()
+     << " seed(s). Held-out "
+     << "perplexity per domain (lower is better), evaluated through the exported backbone";
+  if (in.windows)
+    md << fmt::format(" on {} windows of up to {} tokens ({} tokens in all)", in.tokens.size(),
+                      in.runs[0].eval.value("eval_seq", int64_t{0}),
+                      static_cast<int64_t>(std::accumulate(in.tokens.begin(), in.tokens.end(), 0.0)));
+  md << ".\n\n";
+}
+
+void write_perplexity_section(std::ostream& md, const ReportInputs& in, const std::string& table) {
+  md << "## Perplexity (KOFF_METHOD.md section 8)\n\n" << table << "\n";
   md << "Rows: **dense** the base model; **dense+LoRA / +KV / +LoRA+KV** memories trained the same steps on the "
         "unpruned model (the adaptation baseline); **prune-only** the mask learned without memories, with its kept "
         "units' z_det folded in as scales, and **binary mask** the same mask with kept units at 1; **KOFF-LoRA / "
         "KOFF-KV / KOFF** the mask learned jointly with the memories, each domain with its own memory, and each "
         "pruned backbone also **alone** (no memory). Domain columns: perplexity (over seeds, the geometric mean). ";
-  if (windows)
+  if (in.windows)
     md << "**all**: perplexity over every token of every domain, with a 95% interval from a paired bootstrap over "
           "seeds and windows (windows resampled within domains; engine/koff/statistics.h). **vs dense**: the ratio "
           "of perplexities, `*` where its interval excludes 1.";
   md << "\n\n";
+}
 
-  // --- the paper's claims, from these measurements ---
-  if (windows && dense) {
-    md << "## The paper's claims, here\n\nA verdict needs the 95% interval: *holds* / *does not hold* when the "
-          "interval is on one side, *not significant* when it straddles the threshold.\n\n";
-    auto verdict_below = [](const BootstrapInterval& b, double threshold) {  // "a <= threshold * b"
-      return b.upper <= threshold ? "holds" : b.lower > threshold ? "does not hold" : "not significant";
-    };
-    for (double t : targets) {
-      const std::string g = pct(t);
-      md << "### Target " << g << "\n\n";
-      if (const Row* k = find_row("KOFF", g)) {
-        const BootstrapInterval b = ratio(*k, *dense);
-        md << fmt::format("- KOFF close to dense (within 5%): KOFF / dense = {} — **{}**.\n", fmt_ratio(b),
-                          verdict_below(b, 1.05));
-        if (const Row* a = find_row("dense+LoRA+KV", "adaptation"))
-          md << fmt::format("  KOFF / dense+LoRA+KV (the same memories without pruning) = {}.\n", fmt_ratio(ratio(*k, *a)));
-      }
-      const Row* p = find_row("prune-only", g);
-      const Row* pb = find_row("prune-only, binary mask", g);
-      if (const Row* k = find_row("KOFF", g); p && k) {
-        const BootstrapInterval b = ratio(*k, *p);
-        md << fmt::format("- Prune-only clearly worse than KOFF: KOFF / prune-only = {} — **{}**; prune-only / dense "
-                          "= {}{}.\n",
-                          fmt_ratio(b), verdict_below(b, 1.0), fmt_ratio(ratio(*p, *dense)),
-                          pb ? fmt::format(", binary mask / dense = {}", fmt_ratio(ratio(*pb, *dense))) : "");
-      }
-      const Row* k = find_row("KOFF", g);
-      const Row* kl = find_row("KOFF-LoRA", g);
-      const Row* kk = find_row("KOFF-KV", g);
-      if (k && kl && kk) {
-        const BootstrapInterval a = ratio(*k, *kl), b = ratio(*k, *kk);
-        const char* v = a.upper < 1 && b.upper < 1 ? "holds" : a.lower > 1 || b.lower > 1 ? "does not hold" : "not significant";
-        md << fmt::format("- LoRA and KV complementary (both beat either alone): KOFF / KOFF-LoRA = {}, KOFF / KOFF-KV "
-                          "= {} — **{}**.\n",
-                          fmt_ratio(a), fmt_ratio(b), v);
-      }
-      // LAPE: strata = layer x seed.
-      for (const char* v : {"KOFF", "prune-only"}) {
-        if (!groups.count({v, t})) continue;
-        std::vector<RemovalTable> tables;
-        for (const Run* r : groups[{v, t}]) {
-          if (!r->eval.contains("lape")) continue;
-          for (const json& x : r->eval["lape"]["layers"]) {
-            const int64_t st = x["specific"], sr = x["specific_removed"], ot = x["other"], orem = x["other_removed"];
-            tables.push_back({sr, st - sr, orem, ot - orem});
-          }
-        }
-        if (tables.empty()) continue;
-        const CmhResult c = cochran_mantel_haenszel(tables);
-        const char* verdict = !(c.p_value < 0.05) ? "not significant"
-                              : c.odds_ratio > 1  ? "holds"
-                                                  : "does not hold (the opposite: specific neurons are kept)";
-        md << fmt::format("- Language-specific neurons pruned preferentially ({} mask): removed {:.1f}% of "
-                          "language-specific neurons vs {:.1f}% of the others; Mantel-Haenszel odds ratio {:.2f}, "
-                          "CMH p = {:.3g} over {} layer x seed strata{}.\n",
-                          v, 100 * c.specific_removal_rate, 100 * c.other_removal_rate, c.odds_ratio, c.p_value,
-                          c.strata, std::string(v) == "KOFF" ? fmt::format(" — **{}**", verdict) : "");
-      }
-      md << "\n";
+// LAPE of the runs of `v` at target t, pooled over layer x seed strata: one line.
+void write_lape_claim(std::ostream& md, const ReportInputs& in, const char* v, double t) {
+  if (!in.groups.count({v, t})) return;
+  std::vector<RemovalTable> tables;
+  for (const Run* r : in.groups.at({v, t})) {
+    if (!r->eval.contains("lape")) continue;
+    for (const json& x : r->eval["lape"]["layers"]) {
+      const int64_t st = x["specific"], sr = x["specific_removed"], ot = x["other"], orem = x["other_removed"];
+      tables.push_back({sr, st - sr, orem, ot - orem});
     }
   }
+  if (tables.empty()) return;
+  const CmhResult c = cochran_mantel_haenszel(tables);
+  const char* verdict = !(c.p_value < 0.05) ? "not significant"
+                        : c.odds_ratio > 1  ? "holds"
+                                            : "does not hold (the opposite: specific neurons are kept)";
+  md << fmt::format("- Language-specific neurons pruned preferentially ({} mask): removed {:.1f}% of "
+                    "language-specific neurons vs {:.1f}% of the others; Mantel-Haenszel odds ratio {:.2f}, "
+                    "CMH p = {:.3g} over {} layer x seed strata{}.\n",
+                    v, 100 * c.specific_removal_rate, 100 * c.other_removal_rate, c.odds_ratio, c.p_value, c.strata,
+                    std::string(v) == "KOFF" ? fmt::format(" — **{}**", verdict) : "");
+}
 
-  // --- what the sparsity control did ---
+// The paper's claims, judged from these measurements' intervals.
+void write_claims(std::ostream& md, const ReportInputs& in) {
+  if (!in.windows || !in.dense) return;
+  const Row* dense = in.dense;
+  md << "## The paper's claims, here\n\nA verdict needs the 95% interval: *holds* / *does not hold* when the "
+        "interval is on one side, *not significant* when it straddles the threshold.\n\n";
+  auto verdict_below = [](const BootstrapInterval& b, double threshold) {  // "a <= threshold * b"
+    return b.upper <= threshold ? "holds" : b.lower > threshold ? "does not hold" : "not significant";
+  };
+  for (double t : in.targets) {
+    const std::string g = pct(t);
+    md << "### Target " << g << "\n\n";
+    if (const Row* k = in.find_row("KOFF", g)) {
+      const BootstrapInterval b = in.ratio(*k, *dense);
+      md << fmt::format("- KOFF close to dense (within 5%): KOFF / dense = {} — **{}**.\n", fmt_ratio(b),
+                        verdict_below(b, 1.05));
+      if (const Row* a = in.find_row("dense+LoRA+KV", "adaptation"))
+        md << fmt::format("  KOFF / dense+LoRA+KV (the same memories without pruning) = {}.\n",
+                          fmt_ratio(in.ratio(*k, *a)));
+    }
+    const Row* p = in.find_row("prune-only", g);
+    const Row* pb = in.find_row("prune-only, binary mask", g);
+    if (const Row* k = in.find_row("KOFF", g); p && k) {
+      const BootstrapInterval b = in.ratio(*k, *p);
+      md << fmt::format("- Prune-only clearly worse than KOFF: KOFF / prune-only = {} — **{}**; prune-only / dense "
+                        "= {}{}.\n",
+                        fmt_ratio(b), verdict_below(b, 1.0), fmt_ratio(in.ratio(*p, *dense)),
+                        pb ? fmt::format(", binary mask / dense = {}", fmt_ratio(in.ratio(*pb, *dense))) : "");
+    }
+    const Row* k = in.find_row("KOFF", g);
+    const Row* kl = in.find_row("KOFF-LoRA", g);
+    const Row* kk = in.find_row("KOFF-KV", g);
+    if (k && kl && kk) {
+      const BootstrapInterval a = in.ratio(*k, *kl), b = in.ratio(*k, *kk);
+      const char* v = a.upper < 1 && b.upper < 1 ? "holds" : a.lower > 1 || b.lower > 1 ? "does not hold" : "not significant";
+      md << fmt::format("- LoRA and KV complementary (both beat either alone): KOFF / KOFF-LoRA = {}, KOFF / KOFF-KV "
+                        "= {} — **{}**.\n",
+                        fmt_ratio(a), fmt_ratio(b), v);
+    }
+    for (const char* v : {"KOFF", "prune-only"}) write_lape_claim(md, in, v, t);
+    md << "\n";
+  }
+}
+
+// What the sparsity control did, per run group (mean over seeds).
+void write_control_section(std::ostream& md, const ReportInputs& in) {
   md << "## Sparsity control\n\nPer run (mean over seeds): the expected sparsity s_hat at the end against the "
         "target, the share the gates close by themselves (z_det = 0), the undecided share (p_open in (0.1, 0.9)), "
         "the largest |s_hat - t| after the ramp, and the share of the prunable size that the exact-target final "
         "mask removed although the gates held it open (p_open >= 0.5): what the final sort decided instead of "
         "the gates.\n\n| run | control | target | s_hat at end | hard | undecided | max abs(s_hat - t) after ramp | "
         "final-mask override |\n|---|---|---|---|---|---|---|---|\n";
-  for (const auto& [key, rs] : groups) {
+  for (const auto& [key, rs] : in.groups) {
     if (key.second <= 0) continue;
     double sh = 0, hard = 0, und = 0, over = 0, err = 0;
     std::string control;
@@ -289,9 +326,9 @@ std::string write_report(const std::string& dir_str) {
       // the tracking error after the ramp, from metrics.jsonl
       const OffloadSettings st = OffloadSettings::from_json(r->run.at("settings"));
       const double ramp = ramp_steps(st.control());
-      std::ifstream in(r->dir / "metrics.jsonl");
+      std::ifstream metrics(r->dir / "metrics.jsonl");
       double worst = 0;
-      for (std::string line; std::getline(in, line);) {
+      for (std::string line; std::getline(metrics, line);) {
         const json j = json::parse(line);
         if (j.value("phase", std::string()) == "mask" && j.contains("expected_sparsity") &&
             j["step"].get<double>() > ramp)
@@ -305,25 +342,65 @@ std::string write_report(const std::string& dir_str) {
                       pct(key.second), sh / n, hard / n, und / n, err / n, over / n);
   }
   md << "\n";
+}
 
-  // --- details per run ---
+void write_runs_section(std::ostream& md, const ReportInputs& in) {
   md << "## Runs\n\n| run | variant | target | achieved | removed of all parameters | backbone parameters |\n|---|---|---|---|---|---|\n";
-  for (const Run& r : runs)
-    md << fmt::format("| `{}` | {} | {} | {:.2f}% | {:.2f}% | {} of {} |\n", fs::relative(r.dir, dir).string(),
+  for (const Run& r : in.runs)
+    md << fmt::format("| `{}` | {} | {} | {:.2f}% | {:.2f}% | {} of {} |\n", fs::relative(r.dir, in.dir).string(),
                       r.eval["variant"].get<std::string>(), pct(r.eval["target"].get<double>()),
                       100 * r.eval["achieved"].get<double>(), 100 * r.eval["removed_fraction_of_all"].get<double>(),
                       r.eval["parameters"]["backbone"].get<int64_t>(), r.eval["parameters"]["base"].get<int64_t>());
   md << "\n";
+}
 
-  const bool plots = have_gnuplot();
-  const fs::path pdir = dir / "plots";
-  if (plots) fs::create_directories(pdir);
+// The cross matrix's heat map (plots/cross_<target>.png).
+void plot_cross(std::ostream& md, const ReportInputs& in, const fs::path& pdir, double target,
+                const std::vector<std::vector<double>>& cross) {
+  const size_t D = in.domains.size();
+  const fs::path dat = pdir / fmt::format("cross_{:.0f}.dat", 100 * target);
+  std::ofstream f(dat);
+  for (size_t a = 0; a < D; ++a)
+    for (size_t b = 0; b < D; ++b) f << b << " " << a << " " << cross[a][b] << "\n";
+  f.close();
+  const fs::path gp = pdir / fmt::format("cross_{:.0f}.gp", 100 * target);
+  std::ofstream g(gp);
+  std::string tics;
+  for (size_t i = 0; i < D; ++i) tics += fmt::format("{}\"{}\" {}", i ? ", " : "", in.domains[i], i);
+  g << "set terminal pngcairo size 640,560\nset output '" << (pdir / fmt::format("cross_{:.0f}.png", 100 * target)).string()
+    << "'\nset title 'valid perplexity: domain (row) with memory (column), KOFF " << pct(target)
+    << "'\nset xtics (" << tics << ")\nset ytics (" << tics << ")\nset yrange [] reverse\nset view map\n"
+    << "plot '" << dat.string() << "' using 1:2:3 with image notitle, '' using 1:2:(sprintf('%.1f',$3)) with labels notitle\n";
+  g.close();
+  gnuplot(gp);
+  md << fmt::format("![cross matrix](plots/cross_{:.0f}.png)\n\n", 100 * target);
+}
 
-  // --- cross matrix of each KOFF run group (the seeds' geometric mean) ---
-  for (double target : targets) {
-    auto it = groups.find({"KOFF", target});
-    if (it == groups.end() || !it->second.front()->eval.contains("cross")) continue;
-    const size_t D = domains.size();
+// LAPE per layer of one run (the first seed).
+void write_lape_layers(std::ostream& md, const json& e, double target) {
+  if (!e.contains("lape")) return;
+  const json& l = e["lape"];
+  md << "## Language-specific neurons per layer (LAPE, KOFF_METHOD.md section 9), KOFF at " << pct(target)
+     << ", first seed\n\n"
+     << fmt::format("{} language-specific neurons (lowest entropy among those above the 95th percentile of "
+                    "activation probability {:.3f}); the mask removed **{:.1f}%** of them, against **{:.1f}%** of "
+                    "the {} other neurons.\n\n| layer | specific | specific removed | other | other removed |\n|---|---|---|---|---|\n",
+                    l["specific"].get<int64_t>(), l["p95"].get<double>(), 100 * l["specific_removed_fraction"].get<double>(),
+                    100 * l["other_removed_fraction"].get<double>(), l["other"].get<int64_t>());
+  for (size_t i = 0; i < l["layers"].size(); ++i) {
+    const json& x = l["layers"][i];
+    md << fmt::format("| {} | {} | {} | {} | {} |\n", i, x["specific"].get<int64_t>(), x["specific_removed"].get<int64_t>(),
+                      x["other"].get<int64_t>(), x["other_removed"].get<int64_t>());
+  }
+  md << "\n";
+}
+
+// Per target of the KOFF runs: the cross matrix (the seeds' geometric mean) and the LAPE per layer.
+void write_cross_sections(std::ostream& md, const ReportInputs& in, bool plots, const fs::path& pdir) {
+  for (double target : in.targets) {
+    auto it = in.groups.find({"KOFF", target});
+    if (it == in.groups.end() || !it->second.front()->eval.contains("cross")) continue;
+    const size_t D = in.domains.size();
     std::vector<std::vector<double>> cross(D, std::vector<double>(D, 0.0));
     for (const Run* r : it->second)
       for (size_t a = 0; a < D; ++a)
@@ -334,13 +411,13 @@ std::string write_report(const std::string& dir_str) {
     md << "## Cross-memory matrix, KOFF at " << pct(target) << "\n\nRow: the domain evaluated (its first "
        << e.value("cross_tokens", int64_t{0}) << " valid tokens); column: the memory attached. The diagonal is each "
        << "domain with its own memory.\n\n| valid \\ memory |";
-    for (const auto& d : domains) md << " " << d << " |";
+    for (const auto& d : in.domains) md << " " << d << " |";
     md << "\n|---|";
     for (size_t i = 0; i < D; ++i) md << "---|";
     md << "\n";
     int diagonal_best = 0;
     for (size_t a = 0; a < D; ++a) {
-      md << "| " << domains[a] << " |";
+      md << "| " << in.domains[a] << " |";
       double best = 1e300;
       size_t arg = 0;
       for (size_t b = 0; b < D; ++b) {
@@ -352,116 +429,112 @@ std::string write_report(const std::string& dir_str) {
       md << "\n";
     }
     md << fmt::format("\nThe own memory is the best one for {} of {} domains.\n\n", diagonal_best, D);
-    if (plots) {
-      const fs::path dat = pdir / fmt::format("cross_{:.0f}.dat", 100 * target);
-      std::ofstream f(dat);
-      for (size_t a = 0; a < D; ++a)
-        for (size_t b = 0; b < D; ++b) f << b << " " << a << " " << cross[a][b] << "\n";
-      f.close();
-      const fs::path gp = pdir / fmt::format("cross_{:.0f}.gp", 100 * target);
-      std::ofstream g(gp);
-      std::string tics;
-      for (size_t i = 0; i < D; ++i) tics += fmt::format("{}\"{}\" {}", i ? ", " : "", domains[i], i);
-      g << "set terminal pngcairo size 640,560\nset output '" << (pdir / fmt::format("cross_{:.0f}.png", 100 * target)).string()
-        << "'\nset title 'valid perplexity: domain (row) with memory (column), KOFF " << pct(target)
-        << "'\nset xtics (" << tics << ")\nset ytics (" << tics << ")\nset yrange [] reverse\nset view map\n"
-        << "plot '" << dat.string() << "' using 1:2:3 with image notitle, '' using 1:2:(sprintf('%.1f',$3)) with labels notitle\n";
-      g.close();
-      gnuplot(gp);
-      md << fmt::format("![cross matrix](plots/cross_{:.0f}.png)\n\n", 100 * target);
-    }
-    // LAPE per layer, first seed
-    if (e.contains("lape")) {
-      const json& l = e["lape"];
-      md << "## Language-specific neurons per layer (LAPE, KOFF_METHOD.md section 9), KOFF at " << pct(target)
-         << ", first seed\n\n"
-         << fmt::format("{} language-specific neurons (lowest entropy among those above the 95th percentile of "
-                        "activation probability {:.3f}); the mask removed **{:.1f}%** of them, against **{:.1f}%** of "
-                        "the {} other neurons.\n\n| layer | specific | specific removed | other | other removed |\n|---|---|---|---|---|\n",
-                        l["specific"].get<int64_t>(), l["p95"].get<double>(), 100 * l["specific_removed_fraction"].get<double>(),
-                        100 * l["other_removed_fraction"].get<double>(), l["other"].get<int64_t>());
-      for (size_t i = 0; i < l["layers"].size(); ++i) {
-        const json& x = l["layers"][i];
-        md << fmt::format("| {} | {} | {} | {} | {} |\n", i, x["specific"].get<int64_t>(), x["specific_removed"].get<int64_t>(),
-                          x["other"].get<int64_t>(), x["other_removed"].get<int64_t>());
-      }
-      md << "\n";
-    }
+    if (plots) plot_cross(md, in, pdir, target, cross);
+    write_lape_layers(md, e, target);
   }
+}
 
-  // --- curves and per-layer widths ---
+// Training curves of the first seed's runs (plots/curves.png): s_hat against t, loss, hard sparsity
+// and the undecided share.
+void plot_curves(std::ostream& md, const ReportInputs& in, const fs::path& pdir) {
+  const fs::path gp = pdir / "curves.gp";
+  std::ofstream g(gp);
+  g << "set terminal pngcairo size 1400,420\nset output '" << (pdir / "curves.png").string() << "'\n"
+    << "set multiplot layout 1,3\nset xlabel 'step'\nset key outside bottom center horizontal font ',8'\n"
+    << "set title 'expected sparsity s_hat (dashed: the target t of the step)'\nplot ";
+  std::string loss_plot = "set title 'training loss'\nplot ";
+  std::string gate_plot = "set title 'hard sparsity (solid) and undecided share (dotted)'\nplot ";
+  int n = 0;
+  for (size_t i = 0; i < in.runs.size(); ++i) {
+    const fs::path m = in.runs[i].dir / "metrics.jsonl";
+    if (!fs::exists(m) || in.runs[i].eval.value("seed", int64_t{1}) != *in.seeds.begin()) continue;
+    const fs::path dat = pdir / fmt::format("metrics_{}.dat", i);
+    std::ifstream metrics(m);
+    std::ofstream out(dat);
+    std::string line;
+    bool any = false;
+    while (std::getline(metrics, line)) {
+      json j = json::parse(line);
+      if (j.value("phase", std::string()) != "mask" || !j.contains("expected_sparsity")) continue;
+      out << j["step"].get<int64_t>() << " " << j["expected_sparsity"].get<double>() << " " << j["target"].get<double>()
+          << " " << j["loss"].get<double>() << " " << j.value("hard_sparsity", 0.0) << " " << j.value("undecided", 0.0)
+          << "\n";
+      any = true;
+    }
+    if (!any) continue;
+    const std::string name = fs::relative(in.runs[i].dir, in.dir).string();
+    g << (n ? ", " : "") << "'" << dat.string() << "' using 1:2 with lines lc " << n + 1 << " title '" << name
+      << "', '' using 1:3 with lines dt 2 lc " << n + 1 << " notitle";
+    loss_plot += fmt::format("{}'{}' using 1:4 with lines lc {} title '{}'", n ? ", " : "", dat.string(), n + 1, name);
+    gate_plot += fmt::format("{}'{}' using 1:5 with lines lc {} title '{}', '' using 1:6 with lines dt 3 lc {} notitle",
+                             n ? ", " : "", dat.string(), n + 1, name, n + 1);
+    ++n;
+  }
+  if (n == 0) g << "0 notitle";
+  g << "\n" << loss_plot << (n ? "" : "0 notitle") << "\n" << gate_plot << (n ? "" : "0 notitle") << "\nunset multiplot\n";
+  g.close();
+  gnuplot(gp);
+  md << "## Training curves (first seed)\n\n![curves](plots/curves.png)\n\n";
+}
+
+// Kept query heads and MLP neurons per layer of every run with a mask (plots/layers.png).
+void plot_layers(std::ostream& md, const ReportInputs& in, const fs::path& pdir) {
+  const fs::path lg = pdir / "layers.gp";
+  std::ofstream h(lg);
+  h << "set terminal pngcairo size 1000,420\nset output '" << (pdir / "layers.png").string() << "'\n"
+    << "set multiplot layout 1,2\nset xlabel 'layer'\nset yrange [0:1.05]\nset key bottom left font ',8'\n";
+  std::string heads = "set title 'kept query heads (fraction)'\nplot ", neurons = "set title 'kept MLP neurons (fraction)'\nplot ";
+  int n = 0;
+  for (size_t i = 0; i < in.runs.size(); ++i) {
+    if (!fs::exists(in.runs[i].dir / "mask.json")) continue;
+    json mj = read_json(in.runs[i].dir / "mask.json");
+    const fs::path dat = pdir / fmt::format("layers_{}.dat", i);
+    std::ofstream out(dat);
+    for (size_t l = 0; l < mj["layers"].size(); ++l) {
+      const json& x = mj["layers"][l];
+      out << l << " " << x["kept_heads"].get<double>() / x["heads"].get<double>() << " "
+          << x["kept_neurons"].get<double>() / x["neurons"].get<double>() << "\n";
+    }
+    const std::string name = fs::relative(in.runs[i].dir, in.dir).string();
+    heads += fmt::format("{}'{}' using 1:2 with linespoints title '{}'", n ? ", " : "", dat.string(), name);
+    neurons += fmt::format("{}'{}' using 1:3 with linespoints title '{}'", n ? ", " : "", dat.string(), name);
+    ++n;
+  }
+  h << heads << "\n" << neurons << "\nunset multiplot\n";
+  h.close();
+  gnuplot(lg);
+  md << "## Kept units per layer\n\n![layers](plots/layers.png)\n\n";
+}
+
+}  // namespace
+
+std::string write_report(const std::string& dir_str) {
+  KOFF_CHECK(fs::is_directory(fs::path(dir_str)), "{} is not a directory", dir_str);
+  ReportInputs in;
+  in.dir = fs::path(dir_str);
+  in.dir_str = dir_str;
+  read_inputs(in);
+
+  std::ostringstream md;
+  const std::string table = perplexity_table(in);
+  write_header(md, in);
+  write_perplexity_section(md, in, table);
+  write_claims(md, in);
+  write_control_section(md, in);
+  write_runs_section(md, in);
+
+  const bool plots = have_gnuplot();
+  const fs::path pdir = in.dir / "plots";
+  if (plots) fs::create_directories(pdir);
+  write_cross_sections(md, in, plots, pdir);
   if (plots) {
-    {  // curves
-    const fs::path gp = pdir / "curves.gp";
-    std::ofstream g(gp);
-    g << "set terminal pngcairo size 1400,420\nset output '" << (pdir / "curves.png").string() << "'\n"
-      << "set multiplot layout 1,3\nset xlabel 'step'\nset key outside bottom center horizontal font ',8'\n"
-      << "set title 'expected sparsity s_hat (dashed: the target t of the step)'\nplot ";
-    std::string loss_plot = "set title 'training loss'\nplot ";
-    std::string gate_plot = "set title 'hard sparsity (solid) and undecided share (dotted)'\nplot ";
-    int n = 0;
-    for (size_t i = 0; i < runs.size(); ++i) {
-      const fs::path m = runs[i].dir / "metrics.jsonl";
-      if (!fs::exists(m) || runs[i].eval.value("seed", int64_t{1}) != *seeds.begin()) continue;
-      const fs::path dat = pdir / fmt::format("metrics_{}.dat", i);
-      std::ifstream in(m);
-      std::ofstream out(dat);
-      std::string line;
-      bool any = false;
-      while (std::getline(in, line)) {
-        json j = json::parse(line);
-        if (j.value("phase", std::string()) != "mask" || !j.contains("expected_sparsity")) continue;
-        out << j["step"].get<int64_t>() << " " << j["expected_sparsity"].get<double>() << " " << j["target"].get<double>()
-            << " " << j["loss"].get<double>() << " " << j.value("hard_sparsity", 0.0) << " " << j.value("undecided", 0.0)
-            << "\n";
-        any = true;
-      }
-      if (!any) continue;
-      const std::string name = fs::relative(runs[i].dir, dir).string();
-      g << (n ? ", " : "") << "'" << dat.string() << "' using 1:2 with lines lc " << n + 1 << " title '" << name
-        << "', '' using 1:3 with lines dt 2 lc " << n + 1 << " notitle";
-      loss_plot += fmt::format("{}'{}' using 1:4 with lines lc {} title '{}'", n ? ", " : "", dat.string(), n + 1, name);
-      gate_plot += fmt::format("{}'{}' using 1:5 with lines lc {} title '{}', '' using 1:6 with lines dt 3 lc {} notitle",
-                               n ? ", " : "", dat.string(), n + 1, name, n + 1);
-      ++n;
-    }
-    if (n == 0) g << "0 notitle";
-    g << "\n" << loss_plot << (n ? "" : "0 notitle") << "\n" << gate_plot << (n ? "" : "0 notitle") << "\nunset multiplot\n";
-    g.close();
-    gnuplot(gp);
-    md << "## Training curves (first seed)\n\n![curves](plots/curves.png)\n\n";
-    }
-    // per-layer kept heads and neurons of the KOFF runs
-    const fs::path lg = pdir / "layers.gp";
-    std::ofstream h(lg);
-    h << "set terminal pngcairo size 1000,420\nset output '" << (pdir / "layers.png").string() << "'\n"
-      << "set multiplot layout 1,2\nset xlabel 'layer'\nset yrange [0:1.05]\nset key bottom left font ',8'\n";
-    std::string heads = "set title 'kept query heads (fraction)'\nplot ", neurons = "set title 'kept MLP neurons (fraction)'\nplot ";
-    int n = 0;
-    for (size_t i = 0; i < runs.size(); ++i) {
-      if (!fs::exists(runs[i].dir / "mask.json")) continue;
-      json mj = read_json(runs[i].dir / "mask.json");
-      const fs::path dat = pdir / fmt::format("layers_{}.dat", i);
-      std::ofstream out(dat);
-      for (size_t l = 0; l < mj["layers"].size(); ++l) {
-        const json& x = mj["layers"][l];
-        out << l << " " << x["kept_heads"].get<double>() / x["heads"].get<double>() << " "
-            << x["kept_neurons"].get<double>() / x["neurons"].get<double>() << "\n";
-      }
-      const std::string name = fs::relative(runs[i].dir, dir).string();
-      heads += fmt::format("{}'{}' using 1:2 with linespoints title '{}'", n ? ", " : "", dat.string(), name);
-      neurons += fmt::format("{}'{}' using 1:3 with linespoints title '{}'", n ? ", " : "", dat.string(), name);
-      ++n;
-    }
-    h << heads << "\n" << neurons << "\nunset multiplot\n";
-    h.close();
-    gnuplot(lg);
-    md << "## Kept units per layer\n\n![layers](plots/layers.png)\n\n";
+    plot_curves(md, in, pdir);
+    plot_layers(md, in, pdir);
   } else {
     md << "(gnuplot not found: no plots. `apt-get install gnuplot-nox` and run `koff report` again.)\n";
   }
-  io::write_file_atomic(dir / "report.md", md.str());
-  return table.str();
+  io::write_file_atomic(in.dir / "report.md", md.str());
+  return table;
 }
 
 }  // namespace koff::offload

@@ -1,8 +1,8 @@
-// What a run directory is a run OF (README, "Resuming"): the base model's files, the data (domain
-// names and the contents of their files) and every setting that shapes the trained state. It is
-// recorded in run.json as "fingerprint"; a later `koff offload` into the same --out resumes only when
-// its own fingerprint is the same, and otherwise refuses with one line naming what differs, before
-// anything is written. --force-new clears the run's files instead, to start over.
+// What a run directory is a run OF (README, "Errors, interrupts and resuming"): the base model's
+// files, the data (domain names and the contents of their files) and every setting that shapes the
+// trained state. It is recorded in run.json as "fingerprint"; a later `koff offload` into the same
+// --out resumes only when its own fingerprint is the same, and otherwise refuses with one line naming
+// what differs, before anything is written. --force-new clears the run's files instead, to start over.
 #pragma once
 
 #include <filesystem>

@@ -3,7 +3,7 @@
 //
 // Two controls, chosen with --sparsity-control:
 //
-//   project (ours, the default, chosen by measurement: README "Sparsity control")
+//   project (ours, the default, chosen by measurement: bench/RESULTS.md "Sparsity control")
 //     After each optimiser step of log_alpha on the task loss alone, ONE shift b is added to every
 //     log_alpha (then clamped to +-clamp) so that s_hat(clamp(log_alpha + b)) = t exactly. s_hat is
 //     monotone (non-increasing) in b, so b is found by bisection, on the host, in double precision,

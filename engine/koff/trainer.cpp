@@ -8,6 +8,7 @@
 
 #include "engine/io/atomic_file.h"
 #include "engine/io/checkpoint_dir.h"
+#include "engine/ops/dispatch.h"
 #include "engine/ops/profile.h"
 #include "engine/tensor/interrupt.h"
 
@@ -74,7 +75,7 @@ OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::str
   // computes in bf16 (mixed precision: the step casts them to the compute dtype, AdamW updates f32).
   KOFF_CHECK(!(comm_ && comm_->world_size() > 1 && !base.device().is_cpu()),
              "data-parallel training runs on CPU ranks: GPU ranks need the NCCL communicator "
-             "(cuda/nccl_communicator.h), which koff offload does not wire in yet");
+             "(engine/dist/nccl_communicator.h), which koff offload does not wire in yet");
   KOFF_CHECK(s.learn_mask || (s.target == 0 && s.has_memory()),
              "without mask learning (the adaptation baseline) the target must be 0 and some memory learned");
   gates_ = HardConcreteGates(unit_costs(base.config()), s.init_log_alpha, trainable_dtype(), base.device());
@@ -379,7 +380,7 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
   while (phase == "mask" && step < s.steps) {
     // --profile: the second step of this process (the first pays one-time costs), or the only one.
     const bool profiled = profile_ && profiled_.step < 0 && (step == first + 1 || step + 1 == s.steps);
-    Backend& backend = raw_backend_for(base_.device());
+    const Backend& backend = backend_for(base_.device());
     uint64_t mark = 0;
     if (profiled) {
       backend.synchronize();

@@ -56,10 +56,10 @@ struct OffloadSettings {
   double warmup_frac = 0.2;  // target ramp (the lagrangian's at least 60 steps)
   std::string sparsity_control = "project";  // or "lagrangian" (engine/koff/sparsity_control.h)
   double penalty = 10.0;     // lagrangian: the fixed quadratic weight mu
-  double decide = 1e-3;      // rho of the decision term (ours; engine/koff/sparsity_control.h, README "Sparsity control"; 0 = off)
+  double decide = 1e-3;      // rho of the decision term (ours; sparsity_control.h, bench/RESULTS.md; 0 = off)
   double clamp_log_alpha = 4.6;
   bool learn_mask = true;    // false: memories alone on the dense model (no gates; target must be 0)
-  double lr_gates = 0.5, lr_lambda = 0.1, lr_memory = 1e-3, memory_warmup_frac = 0.05;  // lr_gates: README "Sparsity control"
+  double lr_gates = 0.5, lr_lambda = 0.1, lr_memory = 1e-3, memory_warmup_frac = 0.05;  // lr_gates: bench/RESULTS.md
   double lr_memory_gate = 0.05;  // --kv-init neutral: AdamW lr of the memory gates
   double init_log_alpha = 3.0;
   double kd = 0.0;  // (ours, option) kappa of the distillation term kappa * KL(p_dense || p_model) per token

@@ -128,64 +128,64 @@ void save_checkpoint(const io::CheckpointDir& ckpt, int64_t step, const Transfor
   ckpt.commit(step);
 }
 
-}  // namespace
+using Note = std::function<void(const std::string&)>;
 
-std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
+// Every check before anything is written (README, "Errors, interrupts and resuming"): the domains'
+// text, the model config against the settings, and whether f32 weights, gradients and the two AdamW
+// moments fit in memory.
+void validate(const PretrainJob& job, const std::vector<data::DomainFiles>& domains) {
   const PretrainSettings& s = job.train;
-  auto note = [&](const std::string& m) {
-    if (job.progress) job.progress({0, s.steps, 0, 0, 0, 0, 0, m});
-  };
-  const fs::path out(job.out_dir);
-  // Every check first (README, "Errors"): nothing is written, no tokenizer trained, on bad input.
-  const auto domains = data::list_domains(job.data_dir);
   for (const auto& d : domains) (void)data::read_paragraphs(d.train), (void)data::read_paragraphs(d.valid);
-  {
-    json mj = job.model;  // the ids the tokenizer will give, as placeholders
-    KOFF_CHECK(mj.is_object(), "model: expected an object of config.json fields, got {}", mj.dump());
-    mj["vocab_size"] = job.tokenizer.vocab_size;
-    mj["bos_token_id"] = 0;
-    mj["eos_token_id"] = 1;
-    const io::ModelConfig c = io::parse_config(mj, "pretrain config 'model'");
-    KOFF_CHECK(s.seq <= c.max_position_embeddings, "train.seq {}: longer than the model's max_position_embeddings {}",
-               s.seq, c.max_position_embeddings);
-    // f32 weights, gradients and the two AdamW moments: refuse what cannot fit, before allocating it.
-    const double h = double(c.hidden_size), f = double(c.intermediate_size), hd = double(c.head_dim);
-    const double per_layer = h * hd * double(c.num_attention_heads) * 2 + h * hd * double(c.num_key_value_heads) * 2 +
-                             3 * h * f + 2 * h;
-    const double params = double(c.num_hidden_layers) * per_layer + double(c.vocab_size) * h * (c.tie_word_embeddings ? 1 : 2);
-    const double need = 16 * params;
-    const double have = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
-    KOFF_CHECK(have <= 0 || need < have,
-               "pretrain config 'model': about {:.3g} parameters need {:.3g} GB for f32 weights, gradients and AdamW "
-               "state, more than this machine's {:.3g} GB of memory",
-               params, need / 1e9, have / 1e9);
-  }
-  const json run_identity = {{"model", job.model}, {"train", s.to_json()},
-                             {"tokenizer", {{"vocab_size", job.tokenizer.vocab_size},
-                                            {"special_tokens", job.tokenizer.special_tokens},
-                                            {"bos", job.tokenizer.bos_token}, {"eos", job.tokenizer.eos_token}}}};
-  if (fs::exists(out / "run.json")) {
-    // Resume only what this run started (engine/koff/run_identity.h does the same for offload).
-    json before;
-    try {
-      std::ifstream in(out / "run.json");
-      before = json::parse(in);
-    } catch (const std::exception&) {
-      fail("{}: not valid JSON; use another --out", (out / "run.json").string());
-    }
-    // run.json of an older koff has no "identity": compare its training settings.
-    const json then = before.contains("identity") ? before.at("identity") : json{{"train", before.value("train", json())}};
-    for (const auto& [key, v] : then.items())
-      KOFF_CHECK(v == run_identity.value(key, json()),
-                 "{} holds another run: its \"{}\" settings differ from this config's; use another --out", out.string(),
-                 key);
-  }
-  fs::create_directories(out / "ckpt");
-  io::remove_orphaned_temporaries(out);
-  io::CheckpointDir(out / "ckpt").remove_unfinished();
+  json mj = job.model;  // the ids the tokenizer will give, as placeholders
+  KOFF_CHECK(mj.is_object(), "model: expected an object of config.json fields, got {}", mj.dump());
+  mj["vocab_size"] = job.tokenizer.vocab_size;
+  mj["bos_token_id"] = 0;
+  mj["eos_token_id"] = 1;
+  const io::ModelConfig c = io::parse_config(mj, "pretrain config 'model'");
+  KOFF_CHECK(s.seq <= c.max_position_embeddings, "train.seq {}: longer than the model's max_position_embeddings {}",
+             s.seq, c.max_position_embeddings);
+  // Refuse what cannot fit, before allocating it.
+  const double h = double(c.hidden_size), f = double(c.intermediate_size), hd = double(c.head_dim);
+  const double per_layer = h * hd * double(c.num_attention_heads) * 2 + h * hd * double(c.num_key_value_heads) * 2 +
+                           3 * h * f + 2 * h;
+  const double params = double(c.num_hidden_layers) * per_layer + double(c.vocab_size) * h * (c.tie_word_embeddings ? 1 : 2);
+  const double need = 16 * params;
+  const double have = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  KOFF_CHECK(have <= 0 || need < have,
+             "pretrain config 'model': about {:.3g} parameters need {:.3g} GB for f32 weights, gradients and AdamW "
+             "state, more than this machine's {:.3g} GB of memory",
+             params, need / 1e9, have / 1e9);
+}
 
-  // 1. Tokenizer: trained once on every domain's train split, then reused on resume.
-  const fs::path tok_path = out / "tokenizer.json";
+// What makes a run this run: the model, training and tokenizer settings.
+json run_identity(const PretrainJob& job) {
+  return {{"model", job.model}, {"train", job.train.to_json()},
+          {"tokenizer", {{"vocab_size", job.tokenizer.vocab_size},
+                         {"special_tokens", job.tokenizer.special_tokens},
+                         {"bos", job.tokenizer.bos_token}, {"eos", job.tokenizer.eos_token}}}};
+}
+
+// Resume only what this run started (engine/koff/run_identity.h does the same for offload).
+void check_resume_identity(const fs::path& out, const json& identity) {
+  if (!fs::exists(out / "run.json")) return;
+  json before;
+  try {
+    std::ifstream in(out / "run.json");
+    before = json::parse(in);
+  } catch (const std::exception&) {
+    fail("{}: not valid JSON; use another --out", (out / "run.json").string());
+  }
+  // run.json of an older koff has no "identity": compare its training settings.
+  const json then = before.contains("identity") ? before.at("identity") : json{{"train", before.value("train", json())}};
+  for (const auto& [key, v] : then.items())
+    KOFF_CHECK(v == identity.value(key, json()),
+               "{} holds another run: its \"{}\" settings differ from this config's; use another --out", out.string(),
+               key);
+}
+
+// 1. Tokenizer: trained once on every domain's train split, then reused on resume.
+Tokenizer load_or_train_tokenizer(const PretrainJob& job, const std::vector<data::DomainFiles>& domains,
+                                  const fs::path& tok_path, const Note& note) {
   if (!fs::exists(tok_path)) {
     note(fmt::format("training a {}-token byte-level BPE on {} domains", job.tokenizer.vocab_size, domains.size()));
     BpeTrainerOptions o;
@@ -196,50 +196,36 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
     for (const auto& d : domains) trainer.add_file(d.train);
     trainer.train_to_file(tok_path.string());
   }
-  Tokenizer tokenizer = Tokenizer::from_file(tok_path.string());
-  auto id_of = [&](const std::string& t) -> int64_t {
-    auto id = tokenizer.token_to_id(t);
-    KOFF_CHECK(id.has_value(), "{}: special token '{}' is not in the vocabulary", tok_path.string(), t);
-    return *id;
-  };
-  const int64_t bos = id_of(job.tokenizer.bos_token), eos = id_of(job.tokenizer.eos_token);
+  return Tokenizer::from_file(tok_path.string());
+}
 
-  // 2. Data: one mixed training stream, one valid stream per domain.
-  std::vector<int32_t> train_stream;
+// 2. Data: one mixed training stream, one valid stream per domain.
+struct PretrainData {
+  std::vector<int32_t> train;
   std::vector<std::pair<std::string, std::vector<int32_t>>> valid;
+};
+PretrainData tokenize_domains(const Tokenizer& tokenizer, const std::vector<data::DomainFiles>& domains, int64_t eos,
+                              const Note& note) {
+  PretrainData streams;
   for (const auto& d : domains) {
     auto t = data::tokenize(tokenizer, data::read_paragraphs(d.train), eos);
-    train_stream.insert(train_stream.end(), t.begin(), t.end());
-    valid.emplace_back(d.name, data::tokenize(tokenizer, data::read_paragraphs(d.valid), eos));
+    streams.train.insert(streams.train.end(), t.begin(), t.end());
+    streams.valid.emplace_back(d.name, data::tokenize(tokenizer, data::read_paragraphs(d.valid), eos));
   }
-  note(fmt::format("{} training tokens; valid tokens per domain: {}", train_stream.size(), [&] {
+  note(fmt::format("{} training tokens; valid tokens per domain: {}", streams.train.size(), [&] {
     std::string s2;
-    for (const auto& [n, v] : valid) s2 += fmt::format("{}{}={}", s2.empty() ? "" : ", ", n, v.size());
+    for (const auto& [n, v] : streams.valid) s2 += fmt::format("{}{}={}", s2.empty() ? "" : ", ", n, v.size());
     return s2;
   }()));
+  return streams;
+}
 
-  // 3. Model.
-  json mj = job.model;
-  mj["vocab_size"] = tokenizer.vocab_size();
-  mj["bos_token_id"] = bos;
-  mj["eos_token_id"] = eos;
-  io::ModelConfig config = io::parse_config(mj, "pretrain config 'model'");
-  Transformer model(config, DType::f32);
-  model.init_random(s.seed);
-  model.set_requires_grad(true);
-  std::vector<autograd::Variable> decay, no_decay, all;
-  for (const auto& [name, v] : model.named_parameters()) {
-    (v.data().dim() >= 2 ? decay : no_decay).push_back(v);
-    all.push_back(v);
-  }
-  AdamW opt;
-  opt.add_group("decay", decay, {s.lr, s.beta1, s.beta2, 1e-8, s.weight_decay});
-  opt.add_group("no_decay", no_decay, {s.lr, s.beta1, s.beta2, 1e-8, 0.0});
-
-  // 4. Resume.
-  const io::CheckpointDir ckpt(out / "ckpt");
+// 4. Resume: the newest readable checkpoint's weights, AdamW state and step (a corrupt newest one
+// falls back to the previous); metrics after it belong to the interrupted run and are dropped.
+// Returns the step to continue from (0 without a checkpoint).
+int64_t resume(const io::CheckpointDir& ckpt, const fs::path& out, Transformer& model, AdamW& opt, const Note& note) {
   int64_t step = 0;
-  const auto candidates = ckpt.newest_first();  // a corrupt newest one falls back to the previous
+  const auto candidates = ckpt.newest_first();
   std::optional<fs::path> resumed_from;
   for (const fs::path& dir : candidates) {
     try {
@@ -264,7 +250,6 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
   if (resumed_from) {
     const fs::path* dir = &*resumed_from;
     note(fmt::format("resumed from {} (step {})", dir->string(), step));
-    // Metrics after the checkpoint belong to the interrupted run: drop them.
     fs::path mpath = out / "metrics.jsonl";
     if (fs::exists(mpath)) {
       std::ifstream in(mpath);
@@ -274,9 +259,117 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
       io::write_file_atomic(mpath.string(), kept);
     }
   }
+  return step;
+}
+
+// One optimizer step on the batch of `step` (windows drawn from (seed, step)): the loss, the
+// gradient norm before clipping and the learning rate it used.
+struct StepResult {
+  double loss, grad_norm, lr;
+};
+StepResult train_step(Transformer& model, const std::vector<autograd::Variable>& params, AdamW& opt,
+                      const PretrainSettings& s, const std::vector<int32_t>& train_stream, const Philox& data_rng,
+                      int64_t step) {
+  data::Batch b = data::sample_batch(train_stream, s.batch, s.seq, data_rng, static_cast<uint64_t>(step * s.batch));
+  autograd::Variable loss = model.loss(b.ids, b.targets);
+  const double loss_value = loss.data().item();
+  KOFF_CHECK(std::isfinite(loss_value), "loss is {} at step {}: stopping; the last good checkpoint is kept",
+             loss_value, step);
+  loss.backward();
+  const double gnorm = clip_gradients(params, s.grad_clip);
+  const double lr = learning_rate(s, step);
+  opt.step({lr / s.lr, lr / s.lr});
+  opt.zero_grad();
+  return {loss_value, gnorm, lr};
+}
+
+// The periodic evaluation: `windows` windows of each domain's valid stream, into metrics.jsonl and a note.
+void evaluate_and_log(const Transformer& model, const std::vector<std::pair<std::string, std::vector<int32_t>>>& valid,
+                      int64_t seq, int64_t windows, int64_t step, std::ofstream& metrics, const Note& note) {
+  std::string line = fmt::format("eval at step {}:", step);
+  json m = {{"step", step}};
+  for (const auto& [name, stream] : valid) {
+    const double ppl = perplexity(model, stream, seq, windows).ppl();
+    line += fmt::format(" {}={:.2f}", name, ppl);
+    m["valid_ppl_" + name] = ppl;
+  }
+  metrics << m.dump() << "\n";
+  metrics.flush();
+  note(line);
+}
+
+// 5. Export the final model (bf16, with the tokenizer), and its full held-out perplexity per domain.
+std::vector<std::pair<std::string, double>> export_final(const fs::path& out, const Transformer& model,
+                                                         const fs::path& tok_path, const PretrainData& streams,
+                                                         int64_t seq, int64_t step, std::ofstream& metrics,
+                                                         const Note& note) {
+  const fs::path model_dir = out / "model";
+  fs::create_directories(model_dir);
+  model.save(model_dir.string(), DType::bf16);
+  fs::copy_file(tok_path, model_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  Transformer exported = Transformer::load(model_dir.string(), DType::f32);
+  std::vector<std::pair<std::string, double>> result;
+  json m = {{"step", step}, {"final", true}};
+  for (const auto& [name, stream] : streams.valid) {
+    double ppl = perplexity(exported, stream, seq).ppl();
+    result.emplace_back(name, ppl);
+    m["valid_ppl_" + name] = ppl;
+  }
+  metrics << m.dump() << "\n";
+  note(fmt::format("exported {} (bf16)", model_dir.string()));
+  return result;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
+  const PretrainSettings& s = job.train;
+  const Note note = [&](const std::string& m) {
+    if (job.progress) job.progress({0, s.steps, 0, 0, 0, 0, 0, m});
+  };
+  const fs::path out(job.out_dir);
+  const auto domains = data::list_domains(job.data_dir);
+  validate(job, domains);  // nothing is written, no tokenizer trained, on bad input
+  const json identity = run_identity(job);
+  check_resume_identity(out, identity);
+  fs::create_directories(out / "ckpt");
+  io::remove_orphaned_temporaries(out);
+  io::CheckpointDir(out / "ckpt").remove_unfinished();
+
+  const fs::path tok_path = out / "tokenizer.json";
+  Tokenizer tokenizer = load_or_train_tokenizer(job, domains, tok_path, note);
+  auto id_of = [&](const std::string& t) -> int64_t {
+    auto id = tokenizer.token_to_id(t);
+    KOFF_CHECK(id.has_value(), "{}: special token '{}' is not in the vocabulary", tok_path.string(), t);
+    return *id;
+  };
+  const int64_t bos = id_of(job.tokenizer.bos_token), eos = id_of(job.tokenizer.eos_token);
+  const PretrainData streams = tokenize_domains(tokenizer, domains, eos, note);
+
+  // 3. Model.
+  json mj = job.model;
+  mj["vocab_size"] = tokenizer.vocab_size();
+  mj["bos_token_id"] = bos;
+  mj["eos_token_id"] = eos;
+  io::ModelConfig config = io::parse_config(mj, "pretrain config 'model'");
+  Transformer model(config, DType::f32);
+  model.init_random(s.seed);
+  model.set_requires_grad(true);
+  std::vector<autograd::Variable> decay, no_decay, all;
+  for (const auto& [name, v] : model.named_parameters()) {
+    (v.data().dim() >= 2 ? decay : no_decay).push_back(v);
+    all.push_back(v);
+  }
+  AdamW opt;
+  opt.add_group("decay", decay, {s.lr, s.beta1, s.beta2, 1e-8, s.weight_decay});
+  opt.add_group("no_decay", no_decay, {s.lr, s.beta1, s.beta2, 1e-8, 0.0});
+
+  // 4. Resume.
+  const io::CheckpointDir ckpt(out / "ckpt");
+  int64_t step = resume(ckpt, out, model, opt, note);
   json run = {{"model", mj}, {"train", s.to_json()}, {"data", job.data_dir},
               {"tokenizer", {{"vocab_size", job.tokenizer.vocab_size}, {"bos", job.tokenizer.bos_token}, {"eos", job.tokenizer.eos_token}}},
-              {"parameters", model.num_parameters()}, {"identity", run_identity}};
+              {"parameters", model.num_parameters()}, {"identity", identity}};
   io::write_file_atomic((out / "run.json").string(), run.dump(2));
   note(fmt::format("model: {} parameters ({} layers, d={}, {} heads / {} KV heads, ff={})", model.num_parameters(),
                    config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
@@ -286,27 +379,14 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
   const Philox data_rng(s.seed, /*stream=*/0xDA7A);
   const int64_t first_step = step;
   auto t0 = std::chrono::steady_clock::now();
-  auto evaluate = [&](int64_t windows) {
-    std::vector<std::pair<std::string, double>> result;
-    for (const auto& [name, stream] : valid) result.emplace_back(name, perplexity(model, stream, s.seq, windows).ppl());
-    return result;
-  };
   auto save = [&] {
     save_checkpoint(ckpt, step, model, opt, {{"step", step}, {"optimizer_steps", opt.step_count()}});
     note(fmt::format("checkpoint: step {}", step));
   };
 
   while (step < s.steps) {
-    data::Batch b = data::sample_batch(train_stream, s.batch, s.seq, data_rng, static_cast<uint64_t>(step * s.batch));
-    autograd::Variable loss = model.loss(b.ids, b.targets);
-    const double loss_value = loss.data().item();
-    KOFF_CHECK(std::isfinite(loss_value), "loss is {} at step {}: stopping; the last good checkpoint is kept",
-               loss_value, step);
-    loss.backward();
-    const double gnorm = clip_gradients(all, s.grad_clip);
-    const double lr = learning_rate(s, step);
-    opt.step({lr / s.lr, lr / s.lr});
-    opt.zero_grad();
+    const StepResult r = train_step(model, all, opt, s, streams.train, data_rng, step);
+    const double loss_value = r.loss, gnorm = r.grad_norm, lr = r.lr;
     ++step;
 
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -323,17 +403,8 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
       const NoInterruptScope finish_it;  // a checkpoint once begun is completed
       save();
     }
-    if (s.eval_every > 0 && step % s.eval_every == 0 && step < s.steps) {
-      std::string line = fmt::format("eval at step {}:", step);
-      json m = {{"step", step}};
-      for (const auto& [name, ppl] : evaluate(s.eval_windows)) {
-        line += fmt::format(" {}={:.2f}", name, ppl);
-        m["valid_ppl_" + name] = ppl;
-      }
-      metrics << m.dump() << "\n";
-      metrics.flush();
-      note(line);
-    }
+    if (s.eval_every > 0 && step % s.eval_every == 0 && step < s.steps)
+      evaluate_and_log(model, streams.valid, s.seq, s.eval_windows, step, metrics, note);
     if (stop) {
       note(interrupted ? "interrupted: checkpoint saved; run the same command again to resume"
                        : fmt::format("stopped after {} steps of this run; run again to resume", step - first_step));
@@ -341,22 +412,7 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
     }
   }
 
-  // 5. Export the final model, and its full held-out perplexity per domain.
-  const fs::path model_dir = out / "model";
-  fs::create_directories(model_dir);
-  model.save(model_dir.string(), DType::bf16);
-  fs::copy_file(tok_path, model_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
-  Transformer exported = Transformer::load(model_dir.string(), DType::f32);
-  std::vector<std::pair<std::string, double>> result;
-  json m = {{"step", step}, {"final", true}};
-  for (const auto& [name, stream] : valid) {
-    double ppl = perplexity(exported, stream, s.seq).ppl();
-    result.emplace_back(name, ppl);
-    m["valid_ppl_" + name] = ppl;
-  }
-  metrics << m.dump() << "\n";
-  note(fmt::format("exported {} (bf16)", model_dir.string()));
-  return result;
+  return export_final(out, model, tok_path, streams, s.seq, step, metrics, note);
 }
 
 }  // namespace koff::nn

@@ -1,5 +1,8 @@
 // Attention op: shape checks for q/k/v/memory/GQA, then the backend's fused kernel.
+#include <algorithm>
+
 #include "engine/ops/checks.h"
+#include "engine/ops/dispatch.h"
 #include "engine/ops/ops.h"
 
 namespace koff::ops {
@@ -44,6 +47,20 @@ void check_gate(const Tensor& q, const Tensor& k, const Tensor& mem_gate, const 
              shape_str(mem_gate.shape()), shape_str(q.shape()), shape_str(k.shape()), shape_str(want));
 }
 
+// Useful FLOPs for the profiler: the score and value products, 4 hd per (query, visible key) and
+// head, with the causal rule of the kernels (query i sees the memory slots and real keys
+// j <= i + Tk - Tq). Computed only while profiling.
+double attention_flops(const Tensor& q, const Tensor& k, const Tensor& mem_k, bool causal) {
+  if (!profile::enabled()) return 0;
+  const double B = static_cast<double>(q.size(0)), H = static_cast<double>(q.size(2)),
+               hd = static_cast<double>(q.size(3));
+  const int64_t Tq = q.size(1), Tk = k.size(1), m = mem_k.defined() ? mem_k.size(1) : 0;
+  double keys = 0;
+  for (int64_t i = 0; i < Tq; ++i)
+    keys += static_cast<double>(m + (causal ? std::clamp<int64_t>(i + Tk - Tq + 1, 0, Tk) : Tk));
+  return 4.0 * B * H * hd * keys;
+}
+
 // The gate as the kernels take it: contiguous, in q's statistics dtype (f64 for f64, else f32).
 Tensor gate_for_kernel(const Tensor& q, const Tensor& mem_gate) {
   if (!mem_gate.defined()) return {};
@@ -58,8 +75,10 @@ AttentionOut attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   check_attention_inputs(q, k, v, mem_k, mem_v, "attention");
   check_gate(q, k, mem_gate, "attention");
   AttentionOut r{empty_like(q), empty_stat(q, {q.size(0), q.size(1), q.size(2)})};
-  backend_of(q).attention(q.contiguous(), k.contiguous(), v.contiguous(), contiguous_or_undefined(mem_k),
-                          contiguous_or_undefined(mem_v), gate_for_kernel(q, mem_gate), scale, causal, r.out, r.lse);
+  launch(q.device(),
+         {"attention", bytes_of({&q, &k, &v, &mem_k, &mem_v, &r.out, &r.lse}), attention_flops(q, k, mem_k, causal)},
+         &Backend::attention, q.contiguous(), k.contiguous(), v.contiguous(), contiguous_or_undefined(mem_k),
+         contiguous_or_undefined(mem_v), gate_for_kernel(q, mem_gate), scale, causal, r.out, r.lse);
   return r;
 }
 
@@ -82,10 +101,14 @@ AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Ten
   }
   const Tensor gate = gate_for_kernel(q, mem_gate);
   if (gate.defined()) g.dmem_gate = empty_like(gate);
-  backend_of(q).attention_backward(dout.contiguous(), q.contiguous(), k.contiguous(), v.contiguous(),
-                                   contiguous_or_undefined(mem_k), contiguous_or_undefined(mem_v), gate,
-                                   out.contiguous(), lse.contiguous(), scale, causal, g.dq, g.dk, g.dv, g.dmem_k,
-                                   g.dmem_v, g.dmem_gate);
+  // Useful work of the backward: twice the forward's products (dq, dk, dv; not the recomputed scores).
+  launch(q.device(),
+         {"attention_backward",
+          bytes_of({&dout, &q, &k, &v, &mem_k, &mem_v, &out, &lse, &g.dq, &g.dk, &g.dv, &g.dmem_k, &g.dmem_v}),
+          2.0 * attention_flops(q, k, mem_k, causal)},
+         &Backend::attention_backward, dout.contiguous(), q.contiguous(), k.contiguous(), v.contiguous(),
+         contiguous_or_undefined(mem_k), contiguous_or_undefined(mem_v), gate, out.contiguous(), lse.contiguous(),
+         scale, causal, g.dq, g.dk, g.dv, g.dmem_k, g.dmem_v, g.dmem_gate);
   if (gate.defined() && gate.dtype() != mem_gate.dtype()) g.dmem_gate = g.dmem_gate.to(mem_gate.dtype());
   return g;
 }

@@ -2,7 +2,6 @@
 // the op's name and names the offending tensor, so the CLI can print it as one line.
 #pragma once
 
-#include "engine/ops/backend.h"
 #include "engine/tensor/tensor.h"
 
 namespace koff::ops::detail {
@@ -56,8 +55,6 @@ inline void check_stat(const Tensor& x, const Tensor& s, const char* op, const c
 
 inline Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
 inline Tensor empty_like(const Tensor& t, const Shape& shape) { return Tensor::empty(shape, t.dtype(), t.device()); }
-
-inline Backend& backend_of(const Tensor& t) { return backend_for(t.device()); }
 
 // Shape without its last dim.
 inline Shape leading(const Shape& s) { return Shape(s.begin(), s.end() - (s.empty() ? 0 : 1)); }

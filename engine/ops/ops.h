@@ -12,20 +12,21 @@
 #include <optional>
 #include <vector>
 
+#include "engine/tensor/backend.h"
 #include "engine/tensor/tensor.h"
 
 namespace koff::ops {
 
 // ---- elementwise ---------------------------------------------------------------------------
-Tensor add(const Tensor& a, const Tensor& b);                       // same shape
-Tensor sub(const Tensor& a, const Tensor& b);                       // same shape
-Tensor mul(const Tensor& a, const Tensor& b);                       // same shape
-Tensor scale(const Tensor& a, double s);                            // a * s
-void axpy_(Tensor& y, const Tensor& x, double alpha);               // y += alpha * x (in place)
-Tensor add_bias(const Tensor& x, const Tensor& bias);               // x[..., n] + bias[n]
-Tensor sum_to_last(const Tensor& x);                                // [..., n] -> [n] (bias gradient)
-Tensor sum(const Tensor& x);                                        // all elements -> shape [] (f64 accumulation)
-Tensor dot(const Tensor& a, const Tensor& b);                       // sum(a*b) -> shape []
+Tensor add(const Tensor& a, const Tensor& b);          // same shape
+Tensor sub(const Tensor& a, const Tensor& b);          // same shape
+Tensor mul(const Tensor& a, const Tensor& b);          // same shape
+Tensor scale(const Tensor& a, double s);               // a * s
+void axpy_(Tensor& y, const Tensor& x, double alpha);  // y += alpha * x (in place)
+Tensor add_bias(const Tensor& x, const Tensor& bias);  // x[..., n] + bias[n]
+Tensor sum_to_last(const Tensor& x);                   // [..., n] -> [n] (bias gradient)
+Tensor sum(const Tensor& x);                           // all elements -> shape [] (f64 accumulation)
+Tensor dot(const Tensor& a, const Tensor& b);          // sum(a*b) -> shape []
 
 // Group gates: x viewed as [..., G, K] (K = x.numel() / (rows*G) is taken from the trailing dims
 // after the gate dim): y[..., g, k] = x[..., g, k] * z[g]. A head gate uses x = [B, T, H, hd],
@@ -73,8 +74,8 @@ std::vector<double> rope_inv_freq(int64_t head_dim, double theta, const RopeScal
 struct RopeTables {
   Tensor cos, sin;  // [T, hd/2], for positions start .. start+T-1
 };
-RopeTables rope_tables(int64_t start, int64_t length, int64_t head_dim, double theta,
-                       const RopeScaling& scaling = {}, DType dtype = DType::f32);
+RopeTables rope_tables(int64_t start, int64_t length, int64_t head_dim, double theta, const RopeScaling& scaling = {},
+                       DType dtype = DType::f32);
 // x [B, T, N, hd] (N heads). Hugging Face's rotate_half convention: pairs (i, i + hd/2).
 // inverse = true rotates by -angle, which is the backward of the forward rotation.
 Tensor rope(const Tensor& x, const RopeTables& tables, bool inverse = false);
@@ -99,8 +100,8 @@ struct SwigluGatedGrads {
 // mask) skips the reduction.
 SwigluGatedGrads swiglu_gated_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, const Tensor& z,
                                        bool want_dz = true);
-Tensor softmax(const Tensor& x);                                   // over the last dim
-Tensor softmax_backward(const Tensor& dy, const Tensor& y);        // y = softmax output
+Tensor softmax(const Tensor& x);                             // over the last dim
+Tensor softmax_backward(const Tensor& dy, const Tensor& y);  // y = softmax output
 
 // ---- attention -----------------------------------------------------------------------------
 // out[b,t,h] = sum_j p_j v_j over the keys [memory slots of group g(h) ; real tokens], with
@@ -109,7 +110,7 @@ Tensor softmax_backward(const Tensor& dy, const Tensor& y);        // y = softma
 // j <= i + (Tk - Tq) (so a KV-cache decode step sees the whole cache). Returns the log-sum-exp
 // per (b, t, h) for the backward, which recomputes the probabilities (no T x T tensor is kept).
 // mem_gate [B, G] (optional, any float dtype; used in the lse dtype, f32 for bf16 q) scales the memory
-// slots' attention mass of (b, g) by g >= 0 (engine/cpu/attention.h states the math): g = 0 is attention
+// slots' attention mass of (b, g) by g >= 0 (engine/cpu/attention.cpp states the math): g = 0 is attention
 // without the memory, g = 1 (or no gate) plain memory attention; lse includes the gate.
 struct AttentionOut {
   Tensor out;  // [B, Tq, H, hd]
@@ -155,12 +156,7 @@ LinearCrossEntropyGrads linear_cross_entropy_backward(double dloss, const Tensor
                                                       int64_t chunk = 256, int64_t ignore_index = kIgnoreIndex);
 
 // ---- hard-concrete gates (KOFF_METHOD.md section 3) ------------------------------------------
-struct HardConcrete {
-  static constexpr double beta = 2.0 / 3.0;
-  static constexpr double gamma = -0.1;
-  static constexpr double zeta = 1.1;
-  static constexpr double eps = 1e-6;
-};
+using HardConcrete = koff::HardConcrete;  // beta 2/3, gamma -0.1, zeta 1.1 (engine/tensor/backend.h)
 // z = clamp(sigmoid((log u - log(1-u) + log_alpha) / beta) * (zeta - gamma) + gamma, 0, 1)
 // u [n] uniform in (0,1) (clamped to [eps, 1-eps] here).
 Tensor hard_concrete_sample(const Tensor& log_alpha, const Tensor& u);
@@ -171,9 +167,7 @@ Tensor hard_concrete_p_open(const Tensor& log_alpha);         // sigmoid(la - be
 Tensor hard_concrete_p_open_backward(const Tensor& dp, const Tensor& log_alpha);
 
 // ---- optimizer -----------------------------------------------------------------------------
-struct AdamWConfig {
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
-};
+using AdamWConfig = koff::AdamWConfig;  // lr, beta1, beta2, eps, weight_decay (engine/tensor/backend.h)
 // One AdamW step in place (decoupled weight decay, bias correction with `step` counted from 1).
 void adamw_step_(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config, int64_t step);
 // The same step over lists of tensors on one device (one launch per many tensors on CUDA). Every

@@ -1,11 +1,11 @@
 // Per-op profiling on any backend (`koff offload --profile`, bench/cuda/gpu_bench.cpp).
 //
-// While enabled, backend_for() hands out a wrapper of the device's backend that brackets every call
-// with two marks in the device's queue of work (Backend::profile_mark: CUDA events on the CUDA
-// backend's stream, host clock readings on the CPU) and notes the bytes the call's tensors hold
-// (inputs and outputs: what a memory-bound op must move at least once) and its useful FLOPs (GEMMs,
-// attention, the lm_head of the fused cross-entropy; a backward counts its own products, not the
-// recomputation). collect() waits for the marks and sums them per op name.
+// While enabled, the ops dispatch (engine/ops/dispatch.h) brackets every op call with two marks in
+// the device's queue of work (Backend::profile_mark: CUDA events on the CUDA backend's stream, host
+// clock readings on the CPU) and notes the bytes the call's tensors hold (inputs and outputs: what a
+// memory-bound op must move at least once) and its useful FLOPs (GEMMs, attention, the lm_head of the
+// fused cross-entropy; a backward counts its own products, not the recomputation), as each op states
+// them in its engine/ops/<family>.cpp. collect() waits for the marks and sums them per op name.
 //
 // Timing with marks adds a little host work per op and, on the CPU, nothing else; on CUDA the events
 // are pooled and recorded asynchronously, so the GPU timeline is the one of an unprofiled step.
@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/ops/backend.h"
+#include "engine/tensor/backend.h"
 
 namespace koff::profile {
 
@@ -33,8 +33,20 @@ bool enabled();
 // forgets them.
 std::vector<OpTotal> collect();
 
-// The timing wrapper of `inner` (used by backend_for; one per device type).
-Backend& timed(Backend& inner, DeviceType type);
+// Two marks around one op call on `backend`, noted under `name` (nothing while profiling is off).
+class Scope {
+ public:
+  Scope(const Backend& backend, const char* name, double bytes, double flops);
+  ~Scope();
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+
+ private:
+  const Backend* backend_;  // null while profiling is off
+  const char* name_;
+  double bytes_, flops_;
+  uint64_t start_ = 0;
+};
 
 // Measured ceilings of a device, in the same run as the figures they judge: copy bandwidth (bytes
 // read + written per second by a device-to-device copy of `copy_bytes`) and the FLOP rate of one

@@ -21,6 +21,7 @@
 #include <cmath>
 
 #include "engine/ops/checks.h"
+#include "engine/ops/dispatch.h"
 #include "engine/ops/ops.h"
 
 namespace koff::ops {
@@ -130,7 +131,8 @@ Tensor rope(const Tensor& x, const RopeTables& tables, bool inverse) {
              "rope: tables cos {} / sin {} do not match x {} (expected [T, hd/2] = {})", shape_str(tables.cos.shape()),
              shape_str(tables.sin.shape()), shape_str(x.shape()), shape_str(want));
   Tensor out = empty_like(x);
-  backend_of(x).rope(x.contiguous(), tables.cos.contiguous(), tables.sin.contiguous(), inverse, out);
+  launch(x.device(), {inverse ? "rope_backward" : "rope", bytes_of({&x, &tables.cos, &tables.sin, &out})},
+         &Backend::rope, x.contiguous(), tables.cos.contiguous(), tables.sin.contiguous(), inverse, out);
   return out;
 }
 

@@ -33,4 +33,18 @@ template <typename... Args>
   do {                                      \
     if (!(cond)) ::koff::fail(__VA_ARGS__); \
   } while (0)
+#else
+// Under nvcc (the CUDA backend's .cu files hold entries that take Tensors, whose inline accessors use
+// KOFF_CHECK) the same check throws koff::Error with the format string as it is, unformatted: those
+// checks only guard dtype mismatches the ops layer has already ruled out.
+namespace koff::detail {
+template <typename... Args>
+[[noreturn]] void check_failed(const char* message, const Args&...) {
+  throw Error(message);
+}
+}  // namespace koff::detail
+#define KOFF_CHECK(cond, ...)                               \
+  do {                                                      \
+    if (!(cond)) ::koff::detail::check_failed(__VA_ARGS__); \
+  } while (0)
 #endif

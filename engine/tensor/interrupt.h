@@ -1,6 +1,6 @@
 // Cancellation: Ctrl-C (SIGINT) and SIGTERM must be honoured within seconds anywhere, also inside a
 // long step, an evaluation or an export, not only between steps. The CLI's signal handler sets one
-// process-wide flag; the engine polls it where work is dispatched (every op, engine/ops/backend.cpp;
+// process-wide flag; the engine polls it where work is dispatched (every op, engine/ops/dispatch.h;
 // every collective wait, engine/dist; every file write, engine/io) and throws koff::Interrupted, which
 // unwinds like any error (temporaries are removed by their destructors) and which the CLI turns into
 // "interrupted, the last checkpoint is kept" and exit status 130.

@@ -601,9 +601,6 @@ void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
 void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
   KOFF_CHECK(a.device() == b.device(), "{}: device mismatch, {} vs {}", op, a.device().str(), b.device().str());
 }
-void check_dtype(const Tensor& a, DType dtype, const char* op, const char* what) {
-  KOFF_CHECK(a.dtype() == dtype, "{}: {} must be {}, got {}", op, what, dtype_name(dtype), dtype_name(a.dtype()));
-}
 void check_dim(const Tensor& a, int64_t ndim, const char* op, const char* what) {
   KOFF_CHECK(a.dim() == ndim, "{}: {} must have {} dims, got shape {}", op, what, ndim, shape_str(a.shape()));
 }

@@ -5,6 +5,11 @@
 // tests and small work: kernels take raw pointers of contiguous tensors (engine/cpu, cuda/).
 #pragma once
 
+// fmt 9 switches constexpr off under nvcc, and gcc 12 in C++20 then rejects its headers; every host
+// translation unit has it on, so turn it on for the .cu files that include this header too.
+#if defined(__CUDACC__) && !defined(FMT_USE_CONSTEXPR)
+#define FMT_USE_CONSTEXPR 1
+#endif
 #include <fmt/format.h>
 
 #include <cstdint>
@@ -110,7 +115,6 @@ void copy_strided_host(void* dst, DType dst_dtype, const int64_t* dst_strides, c
 void check_same_shape(const Tensor& a, const Tensor& b, const char* op);
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op);
 void check_same_device(const Tensor& a, const Tensor& b, const char* op);
-void check_dtype(const Tensor& a, DType dtype, const char* op, const char* what);
 void check_dim(const Tensor& a, int64_t ndim, const char* op, const char* what);
 
 // Numerical comparison helpers (tests and the op harness).

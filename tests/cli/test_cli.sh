@@ -46,7 +46,7 @@ run pretrain_resume 0 "$koff" pretrain --config "$work/tiny.json" --data "$work/
 grep -q "resumed from" "$work/pretrain_resume.err" && ok || bad "the second pretrain run did not resume"
 cmp -s "$work/pre/model/model.safetensors" "$work/pre2/model/model.safetensors" && ok || bad "resumed pretraining differs"
 run offload 0 "$koff" offload --model "$work/pre/model" --data "$work/data" --target 0.2 --out "$work/run" \
-    --steps 4 --batch 2 --seq 16 --rank 2 --slots 2 --eval-tokens 64
+    --steps 4 --batch 2 --seq 16 --lora-rank 2 --slots 2 --eval-tokens 64
 for f in backbone/config.json backbone/model.safetensors memories/en/memory.safetensors memories/en/memory.json \
          memories/de/peft/adapter_config.json memories/de/peft/adapter_model.safetensors eval.json report.md; do
   [ -f "$work/run/$f" ] && ok || bad "offload did not write $f"
@@ -60,7 +60,7 @@ run help 0 "$koff" offload --help
 # The GPU path (device tensors, bf16 compute, f32 trainables) on the host emulator, which crashes on any
 # host access to device memory (engine/ops/emulated_device.h); with the per-op profile.
 run offload_emulated_bf16 0 env KOFF_EMULATE_CUDA=1 "$koff" offload --model "$work/pre/model" --data "$work/data" \
-    --target 0.2 --out "$work/run_emu" --steps 3 --batch 2 --seq 16 --rank 2 --slots 2 --eval-tokens 64 \
+    --target 0.2 --out "$work/run_emu" --steps 3 --batch 2 --seq 16 --lora-rank 2 --slots 2 --eval-tokens 64 \
     --device cuda --dtype bf16 --profile
 grep -q "HOST EMULATOR" "$work/offload_emulated_bf16.err" && ok || bad "the emulated run did not say it was emulated"
 [ -f "$work/run_emu/eval.json" ] && [ -f "$work/run_emu/memories/en/memory.safetensors" ] && ok || bad "emulated offload wrote no eval.json"

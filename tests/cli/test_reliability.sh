@@ -54,7 +54,7 @@ row() {  # row NAME STATUS WORDS CMD...: WORDS is a grep -E pattern for the one 
 }
 row offload_seq_over_context 2 "--seq 100000: .*context of 2048" "${offload[@]}" --seq 100000
 row offload_accum_zero 2 "--accum 0: must be a positive" "${offload[@]}" --accum 0
-row offload_rank_zero 2 "--rank 0: must be a positive" "${offload[@]}" --rank 0
+row offload_lora_rank_zero 2 "--lora-rank 0: must be a positive" "${offload[@]}" --lora-rank 0
 row offload_slots_negative 2 "--slots -1: must be a positive" "${offload[@]}" --slots -1
 row offload_lr_nan 2 "--lr-gates nan: must be a finite" "${offload[@]}" --lr-gates nan
 row offload_warmup_frac 2 "--warmup-frac 2: must be a fraction in \[0, 1\]" "${offload[@]}" --warmup-frac 2
@@ -83,7 +83,7 @@ row pretrain_negative_lr 2 "neg_lr.json: train.lr -1: must be" \
 
 # --- a run resumes only what it started ---
 run=$work/run
-args=(--out "$run" --steps 4 --batch 2 --seq 16 --rank 2 --slots 2 --eval-tokens 64 --checkpoint-every 2)
+args=(--out "$run" --steps 4 --batch 2 --seq 16 --lora-rank 2 --slots 2 --eval-tokens 64 --checkpoint-every 2)
 "$koff" offload --model "$model" --data "$data" --target 0.2 "${args[@]}" > "$logs/run.out" 2> "$logs/run.err" \
   && [ -f "$run/eval.json" ] && ok || bad "offload: $(tail -n 3 "$logs/run.err")"
 cp -r "$model" "$work/perturbed" && python3 - "$work/perturbed/model.safetensors" <<'PY'
@@ -120,7 +120,7 @@ cmp -s "$run/backbone/model.safetensors" "$work/backbone.ref" && ok || bad "the 
 [ ! -e "$run/backbone/model.safetensors.tmp.$dead.1" ] && ok || bad "a dead process's temporary file was not removed"
 
 # --- signals: Ctrl-C inside a long step and during the final evaluation; the same command resumes ---
-long=(--model "$model" --data "$data" --target 0.2 --steps 2 --batch 16 --seq 512 --accum 4 --rank 2 --slots 2
+long=(--model "$model" --data "$data" --target 0.2 --steps 2 --batch 16 --seq 512 --accum 4 --lora-rank 2 --slots 2
       --checkpoint-every 1)
 "$koff" offload "${long[@]}" --out "$work/ref" --eval-tokens 64 > "$logs/ref.out" 2> "$logs/ref.err" \
   || bad "reference run: $(tail -n 3 "$logs/ref.err")"

@@ -31,7 +31,7 @@
 #include "engine/io/safetensors.h"
 #ifdef KOFF_HAVE_CUDA
 #include "cuda/device.h"
-#include "cuda/nccl_communicator.h"
+#include "engine/dist/nccl_communicator.h"
 #endif
 
 namespace {

@@ -6,7 +6,7 @@
 
 #include "engine/nn/generate.h"
 #include "engine/nn/transformer.h"
-#include "engine/ops/backend.h"
+#include "engine/ops/dispatch.h"
 #include "engine/tensor/random.h"
 
 namespace koff {

@@ -142,10 +142,6 @@ TEST(Memory, NeutralKvInitStartsAtTheBaseModelAndItsGatesLearn) {
   bool in_state = false;
   for (const auto& [name, t] : bank.state()) in_state = in_state || name == "kv.0.gate";
   EXPECT_TRUE(in_state);
-  bool exported = false;
-  for (const auto& [name, t] : bank.domain_tensors(0))
-    if (name == "layers.1.kv_gate") exported = shape_str(t.shape()) == "[2]";
-  EXPECT_TRUE(exported);
 }
 
 }  // namespace

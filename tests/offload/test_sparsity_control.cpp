@@ -113,7 +113,7 @@ Errors errors(const Trace& tr, double ramp) {
 
 // The default control tracks the ramp on both plants at both budgets: within 0.01 after the ramp,
 // never more than 0.01 above the target. The Lagrangian is run beside it and its figures printed
-// (README "Sparsity control" quotes them); it is not the default.
+// (bench/RESULTS.md "Sparsity control" quotes them); it is not the default.
 TEST(SparsityControl, DefaultTracksTheRampOnTheSyntheticPlant) {
   EXPECT_EQ(sparsity_control_from_name(OffloadSettings{}.sparsity_control), SparsityControl::project);
   for (const auto& [name, costs] : {std::pair{"4k gates", embedded_like()}, std::pair{"46k gates", smollm2_like()}}) {

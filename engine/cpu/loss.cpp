@@ -1,0 +1,265 @@
+// Cross-entropy over logits rows, plain and fused with the lm_head GEMM.
+//
+// logits, dlogits [N, V]; targets [N] (int32/int64); lse [N]; h, dh [N, d]; w, dw [V, d].
+// A target equal to ignore_index counts for nothing (zero loss, zero gradient row); any other target
+// outside [0, V) is a koff::Error, checked before any work.
+//
+//   lse_r = m_r + log sum_j exp(x_rj - m_r),  m_r = max_j x_rj     (lse is written for every row)
+//   loss_sum = sum over counted rows of (lse_r - x_r,target_r)      (double accumulation)
+//   dlogits_rj = dloss * (exp(x_rj - lse_r) - [j == target_r])
+//
+// The fused form never holds [N, V]: rows go `chunk` at a time through one [chunk, V] scratch buffer,
+// logits_chunk = h_chunk W^T (GEMM). Its backward recomputes that chunk, turns it into
+// G = dlogits_chunk in place, then dh_chunk = G W and, when dw is given, dw += G^T h_chunk. That is
+// 1 GEMM per chunk forward and 2 (3 with dw) backward, each 2 * rows * V * d flops.
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "engine/cpu/common.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/fast_math.h"
+#include "engine/cpu/gemm.h"
+#include "engine/tensor/error.h"
+
+namespace koff::cpu {
+
+namespace {
+
+template <typename I>
+void check_targets(const I* targets, int64_t n, int64_t vocab, int64_t ignore_index, const char* op) {
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    KOFF_CHECK(t == ignore_index || (t >= 0 && t < vocab),
+               "{}: target {} at row {} is out of range for {} classes (ignore_index is {})", op, t, r, vocab,
+               ignore_index);
+  }
+}
+
+// e^x: the vectorisable float version (<= 1.02 ulp, flushes below e^-87), exact std::exp for f64.
+inline float exp_of(float x) { return exp_flush(x); }
+inline double exp_of(double x) { return std::exp(x); }
+
+template <typename T>
+T row_lse(const T* x, int64_t v) {
+  T mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < v; ++j) mx = x[j] > mx ? x[j] : mx;
+  if (mx == -INFINITY || std::isinf(mx)) return mx;  // all -inf, or +inf present: lse is that infinity
+  double s = 0.0;  // the exps are vectorised; the sum over a large vocabulary is kept in double
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < v; ++j) s += exp_of(x[j] - mx);
+  return mx + static_cast<T>(std::log(s));
+}
+
+// Rows [0, n) of logits x (leading dim v): lse per row, plus the loss sum and count of counted rows.
+template <typename T, typename I>
+void lse_and_loss(const T* x, const I* targets, int64_t n, int64_t v, int64_t ignore_index, T* lse, double& loss,
+                  int64_t& count) {
+  double l = 0.0;
+  int64_t c = 0;
+#pragma omp parallel for schedule(static) reduction(+ : l, c) if (n * v >= kParallelMin / 8)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* xr = x + r * v;
+    lse[r] = row_lse(xr, v);
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    if (t == ignore_index) continue;
+    l += static_cast<double>(lse[r]) - static_cast<double>(xr[t]);
+    ++c;
+  }
+  loss += l;
+  count += c;
+}
+
+// In place: x[r, :] <- dloss * (softmax(x[r, :]) - onehot(target_r)), zero rows for ignored targets.
+template <typename T, typename I>
+void softmax_minus_onehot(T* x, const I* targets, const T* lse, int64_t n, int64_t v, int64_t ignore_index, T dloss) {
+#pragma omp parallel for schedule(static) if (n * v >= kParallelMin / 8)
+  for (int64_t r = 0; r < n; ++r) {
+    T* xr = x + r * v;
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    if (t == ignore_index) {
+      std::fill_n(xr, v, T(0));
+      continue;
+    }
+    const T l = lse[r];
+    const T tiny = std::numeric_limits<T>::min();
+#pragma omp simd
+    for (int64_t j = 0; j < v; ++j) {
+      // Flush subnormal results to zero: far-off tokens of a confident model give probabilities
+      // below the smallest normal, and subnormal operands slow the dh/dw GEMMs down ~10x.
+      const T g = dloss * exp_of(xr[j] - l);
+      xr[j] = (g < tiny && g > -tiny) ? T(0) : g;
+    }
+    xr[t] -= dloss;
+  }
+}
+
+}  // namespace
+
+template <typename T, typename I>
+int64_t cross_entropy(const T* logits, const I* targets, int64_t n, int64_t vocab, int64_t ignore_index, T* loss_sum,
+                      T* lse) {
+  check_targets(targets, n, vocab, ignore_index, "cross_entropy");
+  double loss = 0.0;
+  int64_t count = 0;
+  lse_and_loss(logits, targets, n, vocab, ignore_index, lse, loss, count);
+  *loss_sum = static_cast<T>(loss);
+  return count;
+}
+
+template <typename T, typename I>
+void cross_entropy_backward(T dloss, const T* logits, const I* targets, const T* lse, int64_t n, int64_t vocab,
+                            int64_t ignore_index, T* dlogits) {
+  check_targets(targets, n, vocab, ignore_index, "cross_entropy_backward");
+  if (dlogits != logits) std::copy_n(logits, n * vocab, dlogits);
+  softmax_minus_onehot(dlogits, targets, lse, n, vocab, ignore_index, dloss);
+}
+
+template <typename T, typename I>
+int64_t linear_cross_entropy(const T* h, const T* w, const I* targets, int64_t n, int64_t vocab, int64_t d,
+                             int64_t chunk, int64_t ignore_index, T* loss_sum, T* lse) {
+  check_targets(targets, n, vocab, ignore_index, "linear_cross_entropy");
+  const int64_t rows = std::max<int64_t>(1, std::min(chunk, n));
+  std::vector<T> logits(static_cast<size_t>(rows * vocab));
+  double loss = 0.0;
+  int64_t count = 0;
+  for (int64_t r0 = 0; r0 < n; r0 += rows) {
+    const int64_t cn = std::min(rows, n - r0);
+    gemm(h + r0 * d, w, logits.data(), 1, cn, vocab, d, false, true, false);
+    lse_and_loss(logits.data(), targets + r0, cn, vocab, ignore_index, lse + r0, loss, count);
+  }
+  *loss_sum = static_cast<T>(loss);
+  return count;
+}
+
+template <typename T, typename I>
+void linear_cross_entropy_backward(T dloss, const T* h, const T* w, const I* targets, const T* lse, int64_t n,
+                                   int64_t vocab, int64_t d, int64_t chunk, int64_t ignore_index, T* dh, T* dw) {
+  check_targets(targets, n, vocab, ignore_index, "linear_cross_entropy_backward");
+  const int64_t rows = std::max<int64_t>(1, std::min(chunk, n));
+  std::vector<T> g(static_cast<size_t>(rows * vocab));
+  for (int64_t r0 = 0; r0 < n; r0 += rows) {
+    const int64_t cn = std::min(rows, n - r0);
+    gemm(h + r0 * d, w, g.data(), 1, cn, vocab, d, false, true, false);
+    softmax_minus_onehot(g.data(), targets + r0, lse + r0, cn, vocab, ignore_index, dloss);
+    gemm(g.data(), w, dh + r0 * d, 1, cn, d, vocab, false, false, false);
+    if (dw) gemm(g.data(), h + r0 * d, dw, 1, vocab, d, cn, true, false, false, T(1), T(1));
+  }
+}
+
+#define KOFF_INSTANTIATE(T, I)                                                                                   \
+  template int64_t cross_entropy<T, I>(const T*, const I*, int64_t, int64_t, int64_t, T*, T*);                   \
+  template void cross_entropy_backward<T, I>(T, const T*, const I*, const T*, int64_t, int64_t, int64_t, T*);    \
+  template int64_t linear_cross_entropy<T, I>(const T*, const T*, const I*, int64_t, int64_t, int64_t, int64_t,  \
+                                              int64_t, T*, T*);                                                  \
+  template void linear_cross_entropy_backward<T, I>(T, const T*, const T*, const I*, const T*, int64_t, int64_t, \
+                                                    int64_t, int64_t, int64_t, T*, T*);
+KOFF_INSTANTIATE(float, int32_t)
+KOFF_INSTANTIATE(float, int64_t)
+KOFF_INSTANTIATE(double, int32_t)
+KOFF_INSTANTIATE(double, int64_t)
+#undef KOFF_INSTANTIATE
+
+template <typename T>
+void kl_div(const T* logits, const T* teacher, int64_t n, int64_t vocab, T* loss_sum) {
+  double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (n * vocab >= kParallelMin / 8)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* x = logits + r * vocab;
+    const T* t = teacher + r * vocab;
+    const T lx = row_lse(x, vocab), lt = row_lse(t, vocab);
+    double kl = 0.0;
+    for (int64_t j = 0; j < vocab; ++j) {
+      const double log_pt = static_cast<double>(t[j] - lt);
+      kl += std::exp(log_pt) * (log_pt - static_cast<double>(x[j] - lx));
+    }
+    total += kl;
+  }
+  *loss_sum = static_cast<T>(total);
+}
+
+template <typename T>
+void kl_div_backward(T dloss, const T* logits, const T* teacher, int64_t n, int64_t vocab, T* dlogits) {
+#pragma omp parallel for schedule(static) if (n * vocab >= kParallelMin / 8)
+  for (int64_t r = 0; r < n; ++r) {
+    const T* x = logits + r * vocab;
+    const T* t = teacher + r * vocab;
+    T* g = dlogits + r * vocab;
+    const T lx = row_lse(x, vocab), lt = row_lse(t, vocab);
+#pragma omp simd
+    for (int64_t j = 0; j < vocab; ++j) g[j] = dloss * (exp_of(x[j] - lx) - exp_of(t[j] - lt));
+  }
+}
+
+// ---- the CPU backend's entries (engine/tensor/backend.h) ----
+
+void fill_loss(Backend& table) {
+  table.cross_entropy = [](const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor& loss_sum,
+                           Tensor& lse) {
+    int64_t count = 0;
+    on_float(logits, "cross_entropy", [&](auto tag) {
+      using T = decltype(tag);
+      on_index(targets, "cross_entropy", [&](auto itag) {
+        using I = decltype(itag);
+        count = cpu::cross_entropy<T, I>(ptr<T>(logits), ptr<I>(targets), logits.size(0), logits.size(1), ignore_index,
+                                         mut<T>(loss_sum), mut<T>(lse));
+      });
+    });
+    return count;
+  };
+  table.cross_entropy_backward = [](double dloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                    int64_t ignore_index, Tensor& dlogits) {
+    on_float(logits, "cross_entropy_backward", [&](auto tag) {
+      using T = decltype(tag);
+      on_index(targets, "cross_entropy_backward", [&](auto itag) {
+        using I = decltype(itag);
+        cpu::cross_entropy_backward<T, I>(static_cast<T>(dloss), ptr<T>(logits), ptr<I>(targets), ptr<T>(lse),
+                                          logits.size(0), logits.size(1), ignore_index, mut<T>(dlogits));
+      });
+    });
+  };
+  table.kl_div = [](const Tensor& logits, const Tensor& teacher, Tensor& loss_sum) {
+    on_float(logits, "kl_div", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::kl_div<T>(ptr<T>(logits), ptr<T>(teacher), logits.size(0), logits.size(1), mut<T>(loss_sum));
+    });
+  };
+  table.kl_div_backward = [](double dloss, const Tensor& logits, const Tensor& teacher, Tensor& dlogits) {
+    on_float(logits, "kl_div_backward", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::kl_div_backward<T>(static_cast<T>(dloss), ptr<T>(logits), ptr<T>(teacher), logits.size(0), logits.size(1),
+                              mut<T>(dlogits));
+    });
+  };
+  table.linear_cross_entropy = [](const Tensor& h, const Tensor& w, const Tensor& targets, int64_t chunk,
+                                  int64_t ignore_index, Tensor& loss_sum, Tensor& lse) {
+    int64_t count = 0;
+    on_float(h, "linear_cross_entropy", [&](auto tag) {
+      using T = decltype(tag);
+      on_index(targets, "linear_cross_entropy", [&](auto itag) {
+        using I = decltype(itag);
+        count = cpu::linear_cross_entropy<T, I>(ptr<T>(h), ptr<T>(w), ptr<I>(targets), h.size(0), w.size(0), h.size(1),
+                                                chunk, ignore_index, mut<T>(loss_sum), mut<T>(lse));
+      });
+    });
+    return count;
+  };
+  table.linear_cross_entropy_backward = [](double dloss, const Tensor& h, const Tensor& w, const Tensor& targets,
+                                           const Tensor& lse, int64_t chunk, int64_t ignore_index, Tensor& dh,
+                                           Tensor& dw) {
+    on_float(h, "linear_cross_entropy_backward", [&](auto tag) {
+      using T = decltype(tag);
+      on_index(targets, "linear_cross_entropy_backward", [&](auto itag) {
+        using I = decltype(itag);
+        cpu::linear_cross_entropy_backward<T, I>(static_cast<T>(dloss), ptr<T>(h), ptr<T>(w), ptr<I>(targets),
+                                                 ptr<T>(lse), h.size(0), w.size(0), h.size(1), chunk, ignore_index,
+                                                 mut<T>(dh), mut<T>(dw));
+      });
+    });
+  };
+}
+
+}  // namespace koff::cpu
