@@ -48,6 +48,13 @@ void fill_adamw(Backend& table) {
                     config.beta2, config.eps, config.weight_decay, step);
     });
   };
+  // The many-tensor step is the same step per tensor (one profiled call, as on CUDA).
+  table.adamw_multi = [](const std::vector<Tensor*>& params, const std::vector<const Tensor*>& grads,
+                         const std::vector<Tensor*>& m, const std::vector<Tensor*>& v, const AdamWConfig& config,
+                         int64_t step) {
+    const Backend& cpu = cpu_backend();
+    for (size_t i = 0; i < params.size(); ++i) cpu.adamw(*params[i], *grads[i], *m[i], *v[i], config, step);
+  };
 }
 
 }  // namespace koff::cpu
