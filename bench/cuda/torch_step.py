@@ -6,13 +6,31 @@ bench), per layer LoRA r 8 / alpha 16 on q k v o gate up down, hard-concrete gat
 neurons, 16 KV memory slots per KV head attended by every query (causal over the real tokens), the
 full-vocabulary cross-entropy, AdamW (foreach) on f32 master copies cast to bf16 each step.
 Attention is F.scaled_dot_product_attention with an explicit [T, m + T] mask (memory columns always
-visible), GQA through enable_gqa. Prints one line `TORCH_STEP ms=... tokens_per_s=...`.
+visible), GQA through enable_gqa. Prints the SDPA backend that call can take (`attention backend: ...`:
+an explicit mask rules out the flash kernel) and one line `TORCH_STEP ms=... tokens_per_s=...`.
 """
 import argparse
 import math
 
 import torch
 import torch.nn.functional as F
+
+
+def sdpa_backend(H, G, hd, m, T, dtype, dev):
+    """The first SDPA backend, in PyTorch's own order of preference, that accepts the step's call."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = torch.zeros(1, H, T, hd, dtype=dtype, device=dev)
+    kv = torch.zeros(1, G, m + T, hd, dtype=dtype, device=dev)
+    mask = torch.ones(T, m + T, dtype=torch.bool, device=dev)
+    for b in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH):
+        try:
+            with sdpa_kernel([b]):
+                F.scaled_dot_product_attention(q, kv, kv, attn_mask=mask, enable_gqa=True)
+            return b.name
+        except RuntimeError:
+            continue
+    return "none"
 
 
 def main():
@@ -87,6 +105,7 @@ def main():
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    print(f"attention backend: {sdpa_backend(H, G, hd, m, T, bf, dev)}", flush=True)
     step()
     torch.cuda.synchronize()
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -29,7 +29,7 @@
 #include "engine/dist/grad_reducer.h"
 #include "engine/dist/host_communicators.h"
 #include "engine/io/safetensors.h"
-#ifdef KOFF_HAVE_CUDA
+#ifdef KOFF_HAVE_NCCL  // the CUDA backend built with NCCL (CMakeLists.txt: NCCL is optional)
 #include "cuda/device.h"
 #include "engine/dist/nccl_communicator.h"
 #endif
@@ -258,7 +258,7 @@ TEST(DistReducer, SumsGradientsInBucketsDuringTheBackward) {
   }
 }
 
-#ifdef KOFF_HAVE_CUDA
+#ifdef KOFF_HAVE_NCCL
 // NCCL on GPU buffers: each GPU a rank (threads of this process), the unique id through a file.
 // Rank r holds r+1 in every element; the sum is W(W+1)/2. Skips without a GPU.
 TEST(DistNccl, SumsGpuBuffers) {
