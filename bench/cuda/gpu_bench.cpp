@@ -6,8 +6,8 @@
 // Ceilings: copy bandwidth is MEASURED first in the same run (device-to-device copy, bytes read +
 // written); the bf16 matrix ceiling is the 790 TFLOP/s measured on this workplace's H200s
 // (.library/device/KINDS.md), and this run's own large cuBLASLt GEMM is printed beside it.
-// Memory-bound kernels report GB/s (bytes each must move at least once) and the fraction of the
-// copy ceiling; compute-bound ones TFLOP/s and the fraction of 790.
+// Memory-bound kernels (on working sets of at least 4x the L2) report GB/s (bytes each must move at
+// least once) and the fraction of the copy ceiling; compute-bound ones TFLOP/s and the fraction of 790.
 //
 // The step is the engine's own (OffloadTrainer::train_step on a Llama-3.2-3B-shaped Transformer with
 // random bf16 weights, f32 trainables; see bench_step). MFU counts the step's useful FLOPs as the
@@ -107,37 +107,41 @@ void measure_ceilings() {
 
 void bench_kernels(int64_t T) {
   const int64_t D = 3072, F = 8192, H = 24, G = 8, hd = 128, m = 16, V = 128256, N = T;
-  std::printf("\nkernels at Llama-3.2-3B shapes (%ld tokens, bf16):\n", long(N));
-  Tensor x = rnd({N, D}, 10), y = rnd({N, D}, 11), w = rnd({D}, 12);
-  bandwidth("add [T, 3072]", 3.0 * N * D * 2, [&] { (void)ops::add(x, y); });
-  ops::RmsNormOut rn = ops::rmsnorm(x, w, 1e-5);
-  bandwidth("rmsnorm [T, 3072]", 2.0 * N * D * 2, [&] { (void)ops::rmsnorm(x, w, 1e-5); });
-  bandwidth("rmsnorm_backward [T, 3072]", 3.0 * N * D * 2, [&] { (void)ops::rmsnorm_backward(y, x, w, rn.rstd); });
-  Tensor q = rnd({1, N, H, hd}, 13);
-  ops::RopeTables tab = ops::rope_tables(0, N, hd, 500000.0, {32.0, 1.0, 4.0, 8192}, DType::f32);
+  // Memory-bound kernels run on M >= 16384 rows: every working set is then at least 4x the H200's ~60 MB
+  // L2 (add: 3 x 16384 x 3072 x 2 B = 302 MB), so their GB/s are HBM figures, not cache ones.
+  const int64_t M = std::max<int64_t>(N, 16384);
+  std::printf("\nkernels at Llama-3.2-3B shapes (GEMMs and attention %ld tokens, memory-bound kernels %ld rows, bf16):\n",
+              long(N), long(M));
+  Tensor x = rnd({N, D}, 10), xm = rnd({M, D}, 10), ym = rnd({M, D}, 11), w = rnd({D}, 12);
+  bandwidth("add [M, 3072]", 3.0 * M * D * 2, [&] { (void)ops::add(xm, ym); });
+  ops::RmsNormOut rn = ops::rmsnorm(xm, w, 1e-5);
+  bandwidth("rmsnorm [M, 3072]", 2.0 * M * D * 2, [&] { (void)ops::rmsnorm(xm, w, 1e-5); });
+  bandwidth("rmsnorm_backward [M, 3072]", 3.0 * M * D * 2, [&] { (void)ops::rmsnorm_backward(ym, xm, w, rn.rstd); });
+  Tensor q = rnd({1, M, H, hd}, 13);
+  ops::RopeTables tab = ops::rope_tables(0, M, hd, 500000.0, {32.0, 1.0, 4.0, 8192}, DType::f32);
   tab.cos = tab.cos.to(DType::bf16).to(kGpu);
   tab.sin = tab.sin.to(DType::bf16).to(kGpu);
-  bandwidth("rope q [1, T, 24, 128]", 2.0 * N * H * hd * 2, [&] { (void)ops::rope(q, tab); });
-  Tensor g = rnd({N, F}, 14), u = rnd({N, F}, 15), dy = rnd({N, F}, 16);
-  bandwidth("swiglu [T, 8192]", 3.0 * N * F * 2, [&] { (void)ops::swiglu(g, u); });
-  bandwidth("swiglu_backward [T, 8192]", 5.0 * N * F * 2, [&] { (void)ops::swiglu_backward(dy, g, u); });
+  bandwidth("rope q [1, M, 24, 128]", 2.0 * M * H * hd * 2, [&] { (void)ops::rope(q, tab); });
+  Tensor g = rnd({M, F}, 14), u = rnd({M, F}, 15), dy = rnd({M, F}, 16);
+  bandwidth("swiglu [M, 8192]", 3.0 * M * F * 2, [&] { (void)ops::swiglu(g, u); });
+  bandwidth("swiglu_backward [M, 8192]", 5.0 * M * F * 2, [&] { (void)ops::swiglu_backward(dy, g, u); });
   Tensor zn = rnd({F}, 17), zh = rnd({H}, 18);
   // The fused SwiGLU + neuron gate: the same bytes as swiglu (z is 16 KB), one pass instead of swiglu then
   // mul_groups. The backward's dz column reduction rides on the elementwise pass; want_dz = false (a
   // constant gate) is the elementwise pass alone.
-  bandwidth("swiglu_gated [T, 8192]", 3.0 * N * F * 2, [&] { (void)ops::swiglu_gated(g, u, zn); });
-  bandwidth("swiglu_gated_backward [T, 8192]", 5.0 * N * F * 2,
+  bandwidth("swiglu_gated [M, 8192]", 3.0 * M * F * 2, [&] { (void)ops::swiglu_gated(g, u, zn); });
+  bandwidth("swiglu_gated_backward [M, 8192]", 5.0 * M * F * 2,
             [&] { (void)ops::swiglu_gated_backward(dy, g, u, zn); });
-  bandwidth("swiglu_gated_backward want_dz=false", 5.0 * N * F * 2,
+  bandwidth("swiglu_gated_backward want_dz=false", 5.0 * M * F * 2,
             [&] { (void)ops::swiglu_gated_backward(dy, g, u, zn, false); });
-  bandwidth("mul_groups neuron gate [T, 8192]", 2.0 * N * F * 2, [&] { (void)ops::mul_groups(g, zn, 1); });
-  bandwidth("mul_groups head gate [1, T, 24, 128]", 2.0 * N * H * hd * 2, [&] { (void)ops::mul_groups(q, zh, hd); });
-  bandwidth("sum_groups_product neuron gate grad", 2.0 * N * F * 2, [&] { (void)ops::sum_groups_product(dy, g, F, 1); });
+  bandwidth("mul_groups neuron gate [M, 8192]", 2.0 * M * F * 2, [&] { (void)ops::mul_groups(g, zn, 1); });
+  bandwidth("mul_groups head gate [1, M, 24, 128]", 2.0 * M * H * hd * 2, [&] { (void)ops::mul_groups(q, zh, hd); });
+  bandwidth("sum_groups_product neuron gate grad", 2.0 * M * F * 2, [&] { (void)ops::sum_groups_product(dy, g, F, 1); });
   Tensor table = rnd({V, D}, 19, 0.02);
-  std::vector<int64_t> idv(static_cast<size_t>(N));
-  for (int64_t i = 0; i < N; ++i) idv[size_t(i)] = (i * 7919) % V;
-  Tensor ids = Tensor::from_vector(idv, {N}).to(kGpu);
-  bandwidth("embedding [T] -> [T, 3072]", 2.0 * N * D * 2, [&] { (void)ops::embedding(table, ids); });
+  std::vector<int64_t> idv(static_cast<size_t>(M));
+  for (int64_t i = 0; i < M; ++i) idv[size_t(i)] = (i * 7919) % V;
+  Tensor ids = Tensor::from_vector(idv, {M}).to(kGpu);
+  bandwidth("embedding [M] -> [M, 3072]", 2.0 * M * D * 2, [&] { (void)ops::embedding(table, ids); });
   Tensor la = rnd({28 * (H + F)}, 20), uu = rand_uniform({28 * (H + F)}, Philox(21, 1), 0.0, 1.0).to(DType::bf16).to(kGpu);
   bandwidth("hard_concrete sample (28 layers' gates)", 3.0 * la.numel() * 2, [&] { (void)ops::hard_concrete_sample(la, uu); });
 
@@ -147,7 +151,8 @@ void bench_kernels(int64_t T) {
   Tensor bq = rnd({D}, 90, 0.02);  // a biased projection (Qwen-style q/k/v): the bias in cuBLASLt's epilogue
   compute("GEMM q_proj + bias epilogue", 2.0 * N * D * D, [&] { (void)ops::linear(x, wq, bq); });
   compute("GEMM gate_proj [T,3072]x[8192,3072]^T", 2.0 * N * D * F, [&] { (void)ops::linear(x, wg); });
-  compute("GEMM down_proj [T,8192]x[3072,8192]^T", 2.0 * N * D * F, [&] { (void)ops::linear(g, wd); });
+  Tensor gn = rnd({N, F}, 14);
+  compute("GEMM down_proj [T,8192]x[3072,8192]^T", 2.0 * N * D * F, [&] { (void)ops::linear(gn, wd); });
 
   Tensor qa = rnd({1, N, H, hd}, 25), ka = rnd({1, N, G, hd}, 26), va = rnd({1, N, G, hd}, 27);
   Tensor mk = rnd({1, m, G, hd}, 28), mv = rnd({1, m, G, hd}, 29), da = rnd({1, N, H, hd}, 30);

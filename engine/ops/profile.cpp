@@ -9,6 +9,8 @@
 
 #include "engine/ops/dispatch.h"
 #include "engine/ops/ops.h"
+#include "engine/tensor/random.h"
+#include "engine/tensor/storage.h"
 
 namespace koff::profile {
 
@@ -86,9 +88,14 @@ Ceilings measure_ceilings(Device device, DType dtype, size_t copy_bytes, int64_t
     b.release_marks();
     return std::max(best, 1e-6);
   };
-  const double copy_ms = best_ms([&] { dst.copy_(src); }, 5);
-  c.copy_bytes_per_s = 2.0 * static_cast<double>(n) * 4 / (copy_ms * 1e-3);
-  Tensor x = Tensor::zeros({gemm_n, gemm_n}, dtype, device), y = Tensor::zeros({gemm_n, gemm_n}, dtype, device);
+  // The copy ceiling is the device's own bulk copy (cudaMemcpyAsync on CUDA, memmove on the host), not
+  // Tensor::copy_'s strided kernel; the GEMM ceiling runs on random data (zeros can run faster).
+  Allocator& alloc = allocator_for(device);
+  const size_t bytes = static_cast<size_t>(n) * 4;
+  const double copy_ms = best_ms([&] { alloc.copy(dst.raw_data(), device, src.raw_data(), device, bytes); }, 5);
+  c.copy_bytes_per_s = 2.0 * static_cast<double>(bytes) / (copy_ms * 1e-3);
+  const Tensor x = randn({gemm_n, gemm_n}, Philox(1, 0)).to(dtype).to(device);
+  const Tensor y = randn({gemm_n, gemm_n}, Philox(2, 0)).to(dtype).to(device);
   const bool was = enabled();
   set_enabled(false);  // the GEMM below must not land in the step's profile
   const double gemm_ms = best_ms([&] { (void)ops::matmul(x, y); }, 3);
