@@ -131,6 +131,8 @@ DeviceContext& context(int device) {
 }  // namespace
 
 cudaStream_t stream(int device) { return context(device).stream; }
+void* compute_stream(int device) { return static_cast<void*>(stream(device)); }
+void set_current_device(int device) { KOFF_CUDA_CHECK(cudaSetDevice(device)); }
 int* error_flag(int device) { return context(device).flag; }
 
 DeviceGuard::DeviceGuard(int device) : device_(device) {

@@ -16,6 +16,15 @@ bool register_if_available();
 // One line describing the GPUs, or why there are none ("no GPU: <driver error>").
 std::string describe_devices();
 
+// The GPU of this process: makes `device` current for the host thread (cudaSetDevice), so that the
+// runtime calls that take no device (cudaMemcpy, cudaMemset, events) act on it. Data-parallel ranks
+// call it once, before any allocation, with the GPU picked from their local rank (tools/device.cpp).
+void set_current_device(int device);
+
+// The stream every kernel and copy of `device` runs on (cuda/context.h), as an opaque pointer for
+// code outside cuda/ (a cudaStream_t): the NCCL communicator orders its collectives after it.
+void* compute_stream(int device);
+
 // Waits for all work queued on the backend's stream of `device`, then raises any device-side index
 // error as koff::Error.
 void synchronize(int device = 0);

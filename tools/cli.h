@@ -12,9 +12,11 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "engine/dist/communicator.h"
 #include "engine/tensor/dtype.h"
 
 namespace koff::cli {
@@ -31,11 +33,19 @@ struct Command {
 bool add_command(Command command);
 const std::vector<Command>& commands();
 
-// `--device`: "cpu" or "cuda" ("cuda:0"). For cuda it registers the CUDA backend of a real GPU; on a
-// machine without one, KOFF_EMULATE_CUDA=1 registers the host emulator instead (engine/ops/
-// emulated_device.h: for tests of the GPU path's plumbing; it says so on stderr). Otherwise an error
-// says why there is no GPU.
+// `--device`: "cpu", "cuda" or "cuda:N". For cuda it registers the CUDA backend of a real GPU and makes
+// the GPU current; on a machine without one, KOFF_EMULATE_CUDA=1 registers the host emulator instead
+// (engine/ops/emulated_device.h: for tests of the GPU path's plumbing; it says so on stderr).
+// Otherwise an error says why there is no GPU. Which GPU "cuda" means: GPU 0 for one process; for a
+// rank of a data-parallel job (mpirun, torchrun, Slurm variables), the GPU of its local rank, or GPU
+// 0 when the launcher shows each process one GPU (CUDA_VISIBLE_DEVICES per rank).
 Device select_device(const std::string& name);
+
+// The communicator of the gradient buckets of a data-parallel job whose model is on `device` (a
+// GPU): NCCL where koff was built with it and the GPU is real; otherwise the host-staged one over
+// `host` (engine/dist/staged_communicator.h), which is also what the device emulator gets.
+// KOFF_DIST_DEVICE=nccl|staged forces the choice (nccl fails where it cannot be had).
+std::unique_ptr<dist::Communicator> make_device_communicator(dist::Communicator& host, Device device);
 
 // `--device` and `--dtype` of every command that runs a model (offload, demo, eval, generate).
 struct DeviceOptions {

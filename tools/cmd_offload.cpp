@@ -131,6 +131,16 @@ const bool offload_registered = koff::cli::add_command({"offload", "learn a mask
         apply_device_options(*dev, *job);
         // Under mpirun or torchrun-style variables: this rank of the data-parallel group (README).
         std::unique_ptr<koff::dist::Communicator> comm = koff::dist::from_environment();
+        // GPU ranks: the gradient buckets go through NCCL, or through the host (tools/cli.h).
+        std::unique_ptr<koff::dist::Communicator> grad_comm;
+        try {
+          if (comm->world_size() > 1 && !job->device.is_cpu())
+            grad_comm = koff::cli::make_device_communicator(*comm, job->device);
+        } catch (...) {
+          comm->abandon();
+          throw;
+        }
+        job->grad_comm = grad_comm.get();
         try {
           koff::offload::validate(*job);  // nothing is written on bad input
           koff::cli::Progress progress;
@@ -150,11 +160,13 @@ const bool offload_registered = koff::cli::add_command({"offload", "learn a mask
         } catch (const koff::Interrupted& e) {
           // Inside a step (the trainer's message says which checkpoint stays), an evaluation or the
           // export: what was written whole stays, temporaries are gone; every rank leaves.
+          if (grad_comm) grad_comm->abandon();
           comm->abandon();
           throw interrupted_in(e, job->out_dir);
         } catch (...) {
           // A failing rank leaves without the orderly MPI shutdown, which would wait for ranks that
           // wait for it: the launcher sees the exit and stops the job.
+          if (grad_comm) grad_comm->abandon();
           comm->abandon();
           throw;
         }

@@ -2,10 +2,13 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
+#include <vector>
 
 #include "engine/dist/comm_thread.h"
 #include "engine/dist/host_communicators.h"
 #include "engine/tensor/interrupt.h"
+#include "engine/tensor/storage.h"
 
 namespace koff::dist {
 
@@ -18,15 +21,44 @@ Communicator::Communicator(int rank, int world_size, int local_rank)
 
 std::string Communicator::where() const { return fmt::format("rank {}/{} ({})", rank_, world_size_, backend()); }
 
+namespace {
+
+// A collective's handle that holds its buffer's memory until wait() has returned.
+class KeepAliveWork : public Work {
+ public:
+  KeepAliveWork(WorkHandle work, std::shared_ptr<Storage> storage)
+      : work_(std::move(work)), storage_(std::move(storage)) {}
+  ~KeepAliveWork() override {
+    if (storage_) {  // never waited for: the collective may still use the memory; never free it
+      static auto* graveyard = new std::vector<std::shared_ptr<Storage>>;
+      static std::mutex mutex;
+      std::lock_guard<std::mutex> lock(mutex);
+      graveyard->push_back(std::move(storage_));
+    }
+  }
+  void wait() override {
+    work_->wait();
+    storage_.reset();
+  }
+
+ private:
+  WorkHandle work_;
+  std::shared_ptr<Storage> storage_;
+};
+
+}  // namespace
+
 WorkHandle Communicator::all_reduce_sum_async(Tensor& t) {
   KOFF_CHECK(t.is_contiguous(), "{}: all-reduce of a non-contiguous tensor", where());
-  // NCCL reduces GPU memory; the host communicators host memory.
-  KOFF_CHECK(t.device().is_cuda() == (backend() == "nccl"), "{}: all-reduce of a tensor on {}", where(),
-             t.device().str());
+  // NCCL and the host-staged communicators reduce device memory; the host communicators host memory.
+  KOFF_CHECK(t.device() == device(), "{}: all-reduce of a tensor on {}, but this communicator's buffers are on {}",
+             where(), t.device().str(), device().str());
   KOFF_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f64,
              "{}: all-reduce sums f32 or f64 tensors (gradients are reduced in f32), got {}", where(),
              dtype_name(t.dtype()));
-  return all_reduce_sum_async(t.raw_data(), t.numel(), t.dtype() == DType::f32 ? ReduceType::f32 : ReduceType::f64);
+  WorkHandle w =
+      all_reduce_sum_async(t.raw_data(), t.numel(), t.dtype() == DType::f32 ? ReduceType::f32 : ReduceType::f64);
+  return std::make_shared<KeepAliveWork>(std::move(w), t.storage());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -150,6 +182,7 @@ struct CommThread::Shared {
   std::deque<std::shared_ptr<Item>> queue;
   bool stop = false, broken = false, busy = false;
   std::string where;
+  std::string first_error;  // what broke the thread, repeated by every later submit
   double timeout_s = 300;
 };
 
@@ -170,10 +203,11 @@ void CommThread::Item::wait() {
     }
     if (!done) {
       shared->broken = true;
-      throw Error(
-          fmt::format("{}: {} did not complete within {:g} s (KOFF_DIST_TIMEOUT): another rank died or "
-                      "hangs; stopping",
-                      shared->where, what, shared->timeout_s));
+      const std::string message = fmt::format(
+          "{}: {} did not complete within {:g} s (KOFF_DIST_TIMEOUT): another rank died or hangs; stopping",
+          shared->where, what, shared->timeout_s);
+      if (shared->first_error.empty()) shared->first_error = message;
+      throw Error(message);
     }
   } else {
     shared->cv.wait(lock, [&] { return done; });
@@ -208,7 +242,10 @@ CommThread::CommThread(std::string where, double timeout_s) : shared_(std::make_
         shared->busy = false;
         item->error = std::move(error);
         // After a failed collective the ranks no longer agree on which collective comes next.
-        if (!item->error.empty()) shared->broken = true;
+        if (!item->error.empty()) {
+          shared->broken = true;
+          if (shared->first_error.empty()) shared->first_error = item->error;
+        }
         item->fn = nullptr;
       }
       shared->cv.notify_all();
@@ -241,7 +278,8 @@ WorkHandle CommThread::submit(std::string what, std::function<void()> fn) {
   item->fn = std::move(fn);
   {
     std::lock_guard lock(shared_->mutex);
-    KOFF_CHECK(!shared_->broken, "{}: {} after an earlier collective failed", shared_->where, item->what);
+    KOFF_CHECK(!shared_->broken, "{}: {} after an earlier collective failed{}{}", shared_->where, item->what,
+               shared_->first_error.empty() ? "" : ": ", shared_->first_error);
     shared_->queue.push_back(item);
   }
   shared_->cv.notify_all();

@@ -6,8 +6,10 @@
 //   tcp     launched torchrun/Slurm style (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT):
 //           a small TCP star through rank 0 (tcp_communicator.cpp); it is also the store that hands
 //           NCCL its unique id.
-// NCCL (GPU buffers, its own stream) lives in engine/dist/nccl_communicator.h and is bootstrapped by any of
-// these.
+// Device buffers (GPU ranks) need a communicator of their own, built on one of these: NCCL
+// (engine/dist/nccl_communicator.h, its own stream, bootstrapped by any of these) or, where NCCL is
+// absent (and on the device emulator), the host-staged one (engine/dist/staged_communicator.h).
+// The trainer uses that one for the gradient buckets and the host one for host scalars.
 //
 // Every collective is issued in the same order on every rank (the caller's job: the trainer issues
 // them from the same code path everywhere). The host communicators run their collectives on one
@@ -45,7 +47,10 @@ class Communicator {
   Communicator(const Communicator&) = delete;
   Communicator& operator=(const Communicator&) = delete;
 
-  virtual std::string backend() const = 0;  // "single", "mpi", "tcp", "nccl"
+  virtual std::string backend() const = 0;  // "single", "mpi", "tcp", "nccl", "mpi+staged", ...
+  // Where the buffers of its collectives live: the host (cpu) for single, mpi and tcp; the GPU
+  // this process drives for nccl and the host-staged communicators.
+  virtual Device device() const { return Device::cpu(); }
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }
   int local_rank() const { return local_rank_; }  // the GPU this process drives
@@ -63,7 +68,10 @@ class Communicator {
   virtual void abandon() {}
 
   void all_reduce_sum(void* data, int64_t count, ReduceType type) { all_reduce_sum_async(data, count, type)->wait(); }
-  // A contiguous f32 (or f64) tensor on this communicator's device.
+  // A contiguous f32 (or f64) tensor on this communicator's device(). The handle keeps the tensor's
+  // memory alive until wait() has returned (the collective may still read or write it on another
+  // thread or stream); a handle dropped without wait() leaks that memory on purpose rather than hand
+  // it back to an allocator while a collective may still use it (an error path: the job is ending).
   WorkHandle all_reduce_sum_async(Tensor& t);
   void all_reduce_sum(Tensor& t) { all_reduce_sum_async(t)->wait(); }
 

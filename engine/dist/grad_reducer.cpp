@@ -4,11 +4,21 @@
 
 namespace koff::dist {
 
-GradReducer::GradReducer(Communicator& comm, std::vector<autograd::Variable> params, size_t bucket_bytes)
-    : comm_(comm), params_(std::move(params)), bucket_bytes_(std::max<size_t>(bucket_bytes, 1)) {
-  for (const auto& p : params_)
+GradReducer::GradReducer(Communicator& comm, std::vector<autograd::Variable> params, size_t bucket_bytes,
+                         Communicator* host)
+    : comm_(comm), host_(host ? *host : comm), params_(std::move(params)),
+      bucket_bytes_(std::max<size_t>(bucket_bytes, 1)) {
+  KOFF_CHECK(host_.device().is_cpu(), "{}: the order broadcast needs a host communicator, got {}", comm_.where(),
+             host_.where());
+  KOFF_CHECK(host_.rank() == comm_.rank() && host_.world_size() == comm_.world_size(),
+             "{} and {} are not the same ranks", comm_.where(), host_.where());
+  for (const auto& p : params_) {
     KOFF_CHECK(p.defined() && p.requires_grad(), "{}: gradient reduction of '{}', which is not trainable",
                comm_.where(), p.defined() ? p.name() : "(undefined)");
+    KOFF_CHECK(p.data().device() == comm_.device(),
+               "{}: trainable '{}' is on {} but this communicator reduces buffers on {}", comm_.where(), p.name(),
+               p.data().device().str(), comm_.device().str());
+  }
   ready_.assign(params_.size(), false);
 }
 
@@ -92,7 +102,7 @@ void GradReducer::finish() {
     std::vector<int32_t> order = ready_order_;
     for (size_t i = 0; i < params_.size(); ++i)
       if (!ready_[i]) order.push_back(static_cast<int32_t>(i));
-    comm_.broadcast(order.data(), order.size() * sizeof(int32_t), 0);
+    host_.broadcast(order.data(), order.size() * sizeof(int32_t), 0);
     std::vector<bool> seen(params_.size(), false);
     for (int32_t o : order) {
       KOFF_CHECK(o >= 0 && static_cast<size_t>(o) < params_.size() && !seen[static_cast<size_t>(o)],

@@ -13,6 +13,10 @@
 // in the first step on rank 0 (the graph is the same on every rank and every step), broadcast once:
 // the first step reduces everything after its backward, later steps overlap. Like PyTorch DDP's
 // bucket rebuild after the first iteration.
+//
+// Two communicators: `comm` reduces the buckets, which live on its device() (the host for CPU ranks;
+// the GPU for NCCL and the host-staged communicator); `host` (default: comm itself, which must then
+// be a host communicator) carries the host-side order broadcast. The same code runs every case.
 #pragma once
 
 #include <vector>
@@ -24,7 +28,8 @@ namespace koff::dist {
 
 class GradReducer {
  public:
-  GradReducer(Communicator& comm, std::vector<autograd::Variable> params, size_t bucket_bytes);
+  GradReducer(Communicator& comm, std::vector<autograd::Variable> params, size_t bucket_bytes,
+              Communicator* host = nullptr);
   ~GradReducer();
   GradReducer(const GradReducer&) = delete;
   GradReducer& operator=(const GradReducer&) = delete;
@@ -55,6 +60,7 @@ class GradReducer {
   void clear_hooks();
 
   Communicator& comm_;
+  Communicator& host_;
   std::vector<autograd::Variable> params_;
   size_t bucket_bytes_;
   std::vector<Bucket> buckets_;  // empty until the first step has been seen

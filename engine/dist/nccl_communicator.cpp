@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "cuda/check.h"
+#include "cuda/device.h"
 
 // Every NCCL call checked, with the call, NCCL's name for the error and its last error message.
 #define KOFF_NCCL_CHECK(call)                                                                              \
@@ -128,15 +129,20 @@ class NcclWork : public dist::Work {
 
 class NcclCommunicator : public NcclCommunicatorBase {
  public:
-  NcclCommunicator(int rank, int world_size, int local_rank, const ncclUniqueId& id)
-      : NcclCommunicatorBase(rank, world_size, local_rank), state_(std::make_shared<NcclState>()) {
+  NcclCommunicator(int rank, int world_size, int local_rank, int device, const ncclUniqueId& id)
+      : NcclCommunicatorBase(rank, world_size, local_rank), device_(device), state_(std::make_shared<NcclState>()) {
     state_->where = where();
     state_->timeout_s = dist::timeout_seconds();
     int devices = 0;
     KOFF_CUDA_CHECK(cudaGetDeviceCount(&devices));
-    KOFF_CHECK(local_rank < devices, "{}: local rank {} but this node has {} GPUs (one process per GPU)", where(),
-               local_rank, devices);
-    KOFF_CUDA_CHECK(cudaSetDevice(local_rank));
+    KOFF_CHECK(device >= 0 && device < devices, "{}: GPU {} but this process sees {} GPUs (one process per GPU)",
+               where(), device, devices);
+    KOFF_CUDA_CHECK(cudaSetDevice(device));
+    // On the backend's terms: collectives wait for what its stream has issued, and its later kernels
+    // wait for the collectives (NcclWork::wait), so one caching allocator and one cuBLASLt workspace
+    // per device stay safe (the NCCL stream runs no kernel of ours and allocates nothing).
+    compute_ = static_cast<cudaStream_t>(cuda::compute_stream(device));
+    produced_ = std::make_unique<Event>();  // an event belongs to the device current at its creation
     KOFF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     KOFF_CUDA_CHECK(cudaMalloc(&scratch_, sizeof(double)));
     // Non-blocking: initialisation and collectives return at once and we poll, so a peer that never
@@ -162,6 +168,7 @@ class NcclCommunicator : public NcclCommunicatorBase {
   }
 
   std::string backend() const override { return "nccl"; }
+  Device device() const override { return Device::cuda(device_); }
   void set_compute_stream(cudaStream_t stream) override { compute_ = stream; }
   void abandon() override { state_->abort(); }
 
@@ -172,13 +179,16 @@ class NcclCommunicator : public NcclCommunicatorBase {
     KOFF_NCCL_CHECK(ncclAllReduce(data, data, static_cast<size_t>(count),
                                   type == dist::ReduceType::f32 ? ncclFloat32 : ncclFloat64, ncclSum, state_->comm,
                                   stream_));
+    enqueued(what);
     return std::make_shared<NcclWork>(state_, what, stream_, compute_);
   }
 
   void broadcast(void* data, size_t bytes, int root) override {
     KOFF_CHECK(root >= 0 && root < world_size_, "{}: broadcast from rank {}", where(), root);
     after_compute();
+    const std::string what = fmt::format("broadcast of {} bytes from rank {}", bytes, root);
     KOFF_NCCL_CHECK(ncclBroadcast(data, data, bytes, ncclUint8, root, state_->comm, stream_));
+    enqueued(what);
     NcclWork(state_, fmt::format("broadcast of {} bytes from rank {}", bytes, root), stream_, compute_).wait();
   }
 
@@ -195,26 +205,34 @@ class NcclCommunicator : public NcclCommunicatorBase {
     KOFF_NCCL_CHECK(r);
     return true;
   }
+  // A non-blocking communicator may return ncclInProgress before the collective's kernel is on the
+  // stream; an event recorded then would complete at once and release unreduced buffers. So wait
+  // (polled, under the timeout) until NCCL says the call is done enqueuing, then record.
+  void enqueued(const std::string& what) {
+    state_->poll(what + " (enqueue)", [&] { return async_done(); });
+  }
   // The collective's stream waits for what the compute stream has issued so far.
   void after_compute() {
     KOFF_CHECK(!state_->aborted, "{}: collective on an aborted NCCL communicator", where());
-    KOFF_CUDA_CHECK(cudaEventRecord(produced_.get(), compute_));
-    KOFF_CUDA_CHECK(cudaStreamWaitEvent(stream_, produced_.get(), 0));
+    KOFF_CUDA_CHECK(cudaEventRecord(produced_->get(), compute_));
+    KOFF_CUDA_CHECK(cudaStreamWaitEvent(stream_, produced_->get(), 0));
   }
 
+  int device_ = 0;
   std::shared_ptr<NcclState> state_;
-  cudaStream_t stream_ = nullptr, compute_ = nullptr;  // compute_ null: the legacy default stream
+  cudaStream_t stream_ = nullptr, compute_ = nullptr;
   void* scratch_ = nullptr;
-  Event produced_;
+  std::unique_ptr<Event> produced_;
 };
 
 }  // namespace
 
-std::unique_ptr<NcclCommunicatorBase> make_nccl(dist::Communicator& bootstrap) {
+std::unique_ptr<NcclCommunicatorBase> make_nccl(dist::Communicator& bootstrap, int device) {
   ncclUniqueId id{};
   if (bootstrap.is_root()) KOFF_NCCL_CHECK(ncclGetUniqueId(&id));
   bootstrap.broadcast(&id, sizeof id, 0);
-  return std::make_unique<NcclCommunicator>(bootstrap.rank(), bootstrap.world_size(), bootstrap.local_rank(), id);
+  return std::make_unique<NcclCommunicator>(bootstrap.rank(), bootstrap.world_size(), bootstrap.local_rank(), device,
+                                            id);
 }
 
 std::unique_ptr<NcclCommunicatorBase> make_nccl_from_file(int rank, int world_size, int local_rank,
@@ -247,7 +265,7 @@ std::unique_ptr<NcclCommunicatorBase> make_nccl_from_file(int rank, int world_si
     f.read(reinterpret_cast<char*>(&id), sizeof id);
     KOFF_CHECK(f.good(), "cannot read NCCL's unique id from {}", path);
   }
-  return std::make_unique<NcclCommunicator>(rank, world_size, local_rank, id);
+  return std::make_unique<NcclCommunicator>(rank, world_size, local_rank, local_rank, id);
 }
 
 }  // namespace koff::cuda

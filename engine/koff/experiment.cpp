@@ -234,9 +234,12 @@ void note_run(const OffloadJob& job, size_t domains, const Note& note) {
   if (job.comm && job.comm->world_size() > 1) {
     const int64_t W = job.comm->world_size(), fewest = s.batch / W, most = (s.batch + W - 1) / W;
     note(fmt::format("data parallel over {} ranks ({}): {} of each step's {} sequences per rank, gradient buckets "
-                     "of {:g} MiB",
+                     "of {:g} MiB{}",
                      W, job.comm->backend(), fewest == most ? fmt::format("{}", most) : fmt::format("{}-{}", fewest, most),
-                     s.batch, job.bucket_mb));
+                     s.batch, job.bucket_mb,
+                     job.grad_comm ? fmt::format(" reduced on {} by {}", job.grad_comm->device().str(),
+                                                 job.grad_comm->backend())
+                                   : ""));
   }
 
   if (!job.device.is_cpu())
@@ -402,7 +405,7 @@ bool run_offload(const OffloadJob& job) {
   const json fingerprint = run_fingerprint(job.model_dir, domains, s.to_json());
   if (!job.force_new) check_resume_identity(out, fingerprint);
   OffloadTrainer trainer(base, ds.names, ds.train, s, out.string(), job.comm,
-                         static_cast<size_t>(job.bucket_mb * 1024 * 1024));
+                         static_cast<size_t>(job.bucket_mb * 1024 * 1024), job.grad_comm);
   start_run_directory(job, ds.names, fingerprint, root, note);
   note_run(job, ds.names.size(), note);
   profile::Ceilings ceilings;

@@ -32,7 +32,10 @@ struct OffloadJob {
   bool force_new = false;
   const std::atomic<bool>* interrupt = nullptr;
   std::function<void(const StepReport&)> progress;
-  dist::Communicator* comm = nullptr;  // the data-parallel group; null: one process
+  dist::Communicator* comm = nullptr;  // the data-parallel group (host); null: one process
+  // GPU ranks: the communicator of the gradient buckets on `device` (NCCL or host-staged; the CLI
+  // picks it: tools/device.cpp). Null on CPU ranks.
+  dist::Communicator* grad_comm = nullptr;
   double bucket_mb = 32;               // gradient all-reduce bucket, MiB
   // Where the frozen model computes, in which dtype: cpu f32 (the reference), or cuda f32/bf16 (the
   // trainables stay f32 either way). The caller registers the device's backend (tools/cli.h).

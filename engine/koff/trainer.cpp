@@ -60,7 +60,7 @@ json ControlSummary::to_json() const {
 
 OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::string> domains,
                                std::vector<std::vector<int32_t>> streams, OffloadSettings settings, std::string run_dir,
-                               dist::Communicator* comm, size_t bucket_bytes)
+                               dist::Communicator* comm, size_t bucket_bytes, dist::Communicator* grad_comm)
     : base_(base), domains_(std::move(domains)), streams_(std::move(streams)), settings_(std::move(settings)),
       run_dir_(std::move(run_dir)), comm_(comm) {
   const OffloadSettings& s = settings_;
@@ -73,9 +73,16 @@ OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::str
                "domain '{}' has {} training tokens, too few for windows of {}", domains_[d], streams_[d].size(), s.seq + 1);
   // Trainables are f32 (f64 in gradient checks) on the model's device, also when the frozen model
   // computes in bf16 (mixed precision: the step casts them to the compute dtype, AdamW updates f32).
-  KOFF_CHECK(!(comm_ && comm_->world_size() > 1 && !base.device().is_cpu()),
-             "data-parallel training runs on CPU ranks: GPU ranks need the NCCL communicator "
-             "(engine/dist/nccl_communicator.h), which koff offload does not wire in yet");
+  KOFF_CHECK(!comm_ || comm_->device().is_cpu(), "{}: the data-parallel group must be a host communicator",
+             comm_ ? comm_->where() : "");
+  // Gradient buckets live where the trainables do: on CPU ranks the host communicator sums them, on
+  // GPU ranks the device communicator (NCCL, or the host-staged one) does.
+  dist::Communicator* bucket_comm = grad_comm ? grad_comm : comm_;
+  if (comm_ && comm_->world_size() > 1)
+    KOFF_CHECK(bucket_comm->device() == base.device(),
+               "{}: the model is on {} but the gradient buckets would be reduced on {}: GPU ranks need a device "
+               "communicator (NCCL, or host-staged: engine/dist/staged_communicator.h)",
+               comm_->where(), base.device().str(), bucket_comm->device().str());
   KOFF_CHECK(s.learn_mask || (s.target == 0 && s.has_memory()),
              "without mask learning (the adaptation baseline) the target must be 0 and some memory learned");
   gates_ = HardConcreteGates(unit_costs(base.config()), s.init_log_alpha, trainable_dtype(), base.device());
@@ -111,8 +118,8 @@ OffloadTrainer::OffloadTrainer(const nn::Transformer& base, std::vector<std::str
       for (auto& v : bank_->kv_parameters()) mem.push_back(v);
     }
     reduced.insert(reduced.end(), mem.begin(), mem.end());
-    reducer_ = std::make_unique<dist::GradReducer>(*comm_, reduced, bucket_bytes);
-    if (bank_) recovery_reducer_ = std::make_unique<dist::GradReducer>(*comm_, mem, bucket_bytes);
+    reducer_ = std::make_unique<dist::GradReducer>(*bucket_comm, reduced, bucket_bytes, comm_);
+    if (bank_) recovery_reducer_ = std::make_unique<dist::GradReducer>(*bucket_comm, mem, bucket_bytes, comm_);
   }
 }
 

@@ -100,11 +100,15 @@ struct ControlSummary {
 class OffloadTrainer {
  public:
   // streams[d] is domain d's training token stream. run_dir receives ckpt/ and metrics.jsonl.
-  // comm: the data-parallel group (null or one rank: a single process, exactly as before);
-  // bucket_bytes: the gradient all-reduce bucket size.
+  // comm: the data-parallel group (null or one rank: a single process, exactly as before), a host
+  // communicator: host scalars (loss, stop flags, checkpoint agreement) go through it;
+  // bucket_bytes: the gradient all-reduce bucket size; grad_comm: the communicator of the gradient
+  // buckets when the model is on a GPU (NCCL, or host-staged: engine/dist/staged_communicator.h),
+  // whose device() must be the model's; null on CPU ranks, where comm reduces them.
   OffloadTrainer(const nn::Transformer& base, std::vector<std::string> domains,
                  std::vector<std::vector<int32_t>> streams, OffloadSettings settings, std::string run_dir,
-                 dist::Communicator* comm = nullptr, size_t bucket_bytes = kDefaultBucketBytes);
+                 dist::Communicator* comm = nullptr, size_t bucket_bytes = kDefaultBucketBytes,
+                 dist::Communicator* grad_comm = nullptr);
   OffloadTrainer(const OffloadTrainer&) = delete;  // the controller points at gates_
   OffloadTrainer& operator=(const OffloadTrainer&) = delete;
   static constexpr size_t kDefaultBucketBytes = size_t{32} << 20;  // 32 MiB: README, data parallelism

@@ -87,7 +87,7 @@ run bf16_on_cpu 2 "$koff" offload --model "$work/pre/model" --data "$work/data" 
 one_error_line bf16_on_cpu "bf16 needs --device cuda"
 absent "$work/bad5"
 run bad_device 2 "$koff" offload --model "$work/pre/model" --data "$work/data" --target 0.1 --out "$work/bad6" --device tpu
-one_error_line bad_device "device must be cpu or cuda"
+one_error_line bad_device "device must be cpu, cuda or cuda:N"
 absent "$work/bad6"
 if ! command -v nvidia-smi >/dev/null 2>&1; then  # no GPU here: --device cuda says why, in one line
   run no_gpu 2 env -u KOFF_EMULATE_CUDA "$koff" offload --model "$work/pre/model" --data "$work/data" --target 0.1 \

@@ -28,7 +28,9 @@
 #include "engine/dist/communicator.h"
 #include "engine/dist/grad_reducer.h"
 #include "engine/dist/host_communicators.h"
+#include "engine/dist/staged_communicator.h"
 #include "engine/io/safetensors.h"
+#include "engine/ops/emulated_device.h"
 #ifdef KOFF_HAVE_NCCL  // the CUDA backend built with NCCL (CMakeLists.txt: NCCL is optional)
 #include "cuda/device.h"
 #include "engine/dist/nccl_communicator.h"
@@ -229,15 +231,21 @@ TEST(DistAutograd, GradReadyHookSeesTheFinalGradient) {
 
 // Two ranks, several layers of trainables; rank r's loss is sum_l w_r * sum(x_l^2 / 2) so rank r's
 // gradient of x_l is w_r * x_l and the reduced one (w_0 + w_1) * x_l, exactly (small integers).
-TEST(DistReducer, SumsGradientsInBucketsDuringTheBackward) {
+// `staged`: the trainables on the (emulated) GPU, cuda:r, and the buckets reduced by the host-staged
+// communicator over the TCP star, the order broadcast on the TCP star itself (GPU ranks without NCCL).
+void reducer_sums_in_buckets(bool staged) {
   auto comms = tcp_group(2);
   std::vector<std::vector<float>> results(2);
   std::vector<size_t> buckets(2), early(2);
   on_ranks(2, [&](int r) {
+    Communicator& host = *comms[static_cast<size_t>(r)];
+    const koff::Device device = staged ? koff::Device::cuda(r) : koff::Device::cpu();
+    std::unique_ptr<Communicator> on_device;
+    if (staged) on_device = koff::dist::make_host_staged(host, device);
     std::vector<ag::Variable> xs;
     for (int l = 0; l < 6; ++l)
-      xs.emplace_back(Tensor::full({64}, l + 1, koff::DType::f32), true, fmt::format("x{}", l));
-    koff::dist::GradReducer reducer(*comms[static_cast<size_t>(r)], xs, 2 * 64 * sizeof(float));  // 2 per bucket
+      xs.emplace_back(Tensor::full({64}, l + 1, koff::DType::f32, device), true, fmt::format("x{}", l));
+    koff::dist::GradReducer reducer(staged ? *on_device : host, xs, 2 * 64 * sizeof(float), &host);  // 2 per bucket
     const double w = r == 0 ? 1.0 : 2.0;
     for (int step = 0; step < 2; ++step) {
       for (auto& x : xs) x.zero_grad();
@@ -248,13 +256,47 @@ TEST(DistReducer, SumsGradientsInBucketsDuringTheBackward) {
       h.backward();
       reducer.finish();
     }
-    for (auto& x : xs) results[r].push_back(x.grad().to_vector<float>()[7]);
+    for (auto& x : xs) {
+      EXPECT_EQ(x.grad().device(), device);
+      results[r].push_back(x.grad().to(koff::Device::cpu()).to_vector<float>()[7]);
+    }
     buckets[r] = reducer.num_buckets(), early[r] = reducer.launched_during_backward();
   });
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(results[r], (std::vector<float>{3, 6, 9, 12, 15, 18}));
     EXPECT_EQ(buckets[r], 3u);
     EXPECT_GE(early[r], 2u);  // the buckets of the later layers went out before the backward ended
+  }
+}
+
+TEST(DistReducer, SumsGradientsInBucketsDuringTheBackward) { reducer_sums_in_buckets(false); }
+
+// The GPU ranks' path without NCCL, on the device emulator (engine/ops/emulated_device.h): the same
+// GradReducer code, buckets on the device, copied to the host and back by the staged communicator.
+TEST(DistReducer, HostStagedSumsDeviceGradients) {
+  if (!koff::register_emulated_cuda()) GTEST_SKIP() << "a real GPU is registered: the emulator never runs over it";
+  reducer_sums_in_buckets(true);
+}
+
+// A device communicator refuses host tensors, and a reducer refuses trainables on another device.
+TEST(DistReducer, DeviceMismatchesAreRefused) {
+  if (!koff::register_emulated_cuda()) GTEST_SKIP() << "a real GPU is registered";
+  auto single = koff::dist::make_single();
+  auto staged = koff::dist::make_host_staged(*single, koff::Device::cuda(0));
+  EXPECT_EQ(staged->backend(), "single+staged");
+  Tensor host = Tensor::zeros({4});
+  try {
+    staged->all_reduce_sum(host);
+    ADD_FAILURE() << "a host tensor was reduced by a device communicator";
+  } catch (const koff::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("this communicator's buffers are on cuda:0"), std::string::npos) << e.what();
+  }
+  std::vector<ag::Variable> xs{ag::Variable(Tensor::zeros({4}), true, "x")};
+  try {
+    koff::dist::GradReducer reducer(*staged, xs, 1024, single.get());
+    ADD_FAILURE() << "a reducer took a cpu trainable for a cuda:0 communicator";
+  } catch (const koff::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("trainable 'x' is on cpu"), std::string::npos) << e.what();
   }
 }
 
@@ -532,6 +574,111 @@ TEST_F(DistJob, TorchrunStyleTwoRanksTrainsLikeOneProcess) {
     EXPECT_EQ(read_text(dir_ / (name + ".rank1.log")), "");  // rank 1 is silent
     expect_same_training("tcp", steps);
   }
+}
+
+// ---- GPU ranks, on the device emulator (KOFF_EMULATE_CUDA=1: the whole multi-rank GPU path
+// without a GPU; tools/device.cpp gives rank r cuda:<local rank>, the buckets go through the
+// host-staged communicator, the same GradReducer code NCCL serves).
+
+// `args` with --batch set to `batch`, --accum `accum`, on the (emulated) GPU in `dtype`.
+std::vector<std::string> on_gpu(std::vector<std::string> args, const std::string& dtype, int batch = 4,
+                                int accum = 1) {
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == "--batch") args[i + 1] = std::to_string(batch);
+  args.insert(args.end(), {"--device", "cuda", "--dtype", dtype, "--accum", std::to_string(accum)});
+  return args;
+}
+const std::vector<std::pair<std::string, std::string>> kEmulate = {{"KOFF_EMULATE_CUDA", "1"}};
+
+// bf16: each rank rounds its half-batch's gradient sums to bf16, which one process computing the
+// whole batch at once does not (7e-3 apart after one step, measured), so the reference is one process
+// computing the same global batch of 4 in two micro-batches of 2 (--batch 2 --accum 2): the same
+// sequences, the same roundings, the halves summed in f32. Against it, the CPU tests' tolerances.
+// f32: against the CPU single-process runs themselves (the emulator runs the CPU kernels).
+TEST_F(DistJob, EmulatedGpuMpirunTwoRanksTrainsLikeOneProcess) {
+  KOFF_REQUIRE_MPI();
+  for (int steps : {1, 20}) {
+    const std::string ref = fmt::format("gpu_single{}", steps), name = fmt::format("gpu_mpi{}", steps);
+    ASSERT_EQ(wait_for(spawn(on_gpu(offload_args(dir_ / ref, steps), "bf16", 2, 2), kEmulate, dir_ / (ref + ".log")),
+                       300),
+              0)
+        << read_text(dir_ / (ref + ".log"));
+    const int status =
+        wait_for(spawn(mpirun(2, on_gpu(offload_args(dir_ / name, steps), "bf16")), kEmulate, dir_ / (name + ".log")),
+                 300);
+    const std::string log = read_text(dir_ / (name + ".log"));
+    ASSERT_EQ(status, 0) << log;
+    EXPECT_NE(log.find("reduced on cuda:0 by mpi+staged"), std::string::npos) << log;
+    EXPECT_NE(log.find("cuda:1 is the HOST EMULATOR"), std::string::npos) << log;  // rank 1: its local rank's GPU
+    expect_same_training("gpu_mpi", steps, ref);
+  }
+  const int status = wait_for(
+      spawn(mpirun(2, on_gpu(offload_args(dir_ / "gpu_f32_mpi1", 1), "f32")), kEmulate, dir_ / "gpu_f32_mpi.log"), 300);
+  ASSERT_EQ(status, 0) << read_text(dir_ / "gpu_f32_mpi.log");
+  expect_same_training("gpu_f32_mpi", 1);
+}
+
+// The torchrun convention (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) on emulated GPUs.
+std::vector<pid_t> torchrun_style(const std::vector<std::string>& args, const fs::path& dir, const std::string& name,
+                                  std::vector<std::pair<std::string, std::string>> env = kEmulate) {
+  const std::string port = std::to_string(free_port());
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r) {
+    auto e = env;
+    e.insert(e.end(), {{"RANK", std::to_string(r)},
+                       {"WORLD_SIZE", "2"},
+                       {"LOCAL_RANK", std::to_string(r)},
+                       {"MASTER_ADDR", "127.0.0.1"},
+                       {"MASTER_PORT", port}});
+    pids.push_back(spawn(args, e, dir / fmt::format("{}.rank{}.log", name, r)));
+  }
+  return pids;
+}
+
+TEST_F(DistJob, EmulatedGpuTorchrunStyleTwoRanksTrainsLikeOneProcess) {
+  const int steps = 20;
+  const std::string ref = "gpu_single20";
+  ASSERT_EQ(wait_for(spawn(on_gpu(offload_args(dir_ / ref, steps), "bf16", 2, 2), kEmulate, dir_ / (ref + ".log")), 300),
+            0)
+      << read_text(dir_ / (ref + ".log"));
+  const auto pids = torchrun_style(on_gpu(offload_args(dir_ / "gpu_tcp20", steps), "bf16"), dir_, "gpu_tcp20");
+  for (int r = 0; r < 2; ++r)
+    ASSERT_EQ(wait_for(pids[static_cast<size_t>(r)], 300), 0)
+        << read_text(dir_ / fmt::format("gpu_tcp20.rank{}.log", r));
+  EXPECT_NE(read_text(dir_ / "gpu_tcp20.rank0.log").find("reduced on cuda:0 by tcp+staged"), std::string::npos)
+      << read_text(dir_ / "gpu_tcp20.rank0.log");
+  expect_same_training("gpu_tcp", steps, ref);
+}
+
+// A GPU rank killed mid-run (torchrun convention, no mpirun to stop the job): rank 0 sees the TCP
+// connection close inside the next collective and exits with an error naming rank 1.
+TEST(DistJobFailure, AKilledGpuRankStopsTheTorchrunStyleJob) {
+  allow_mpirun_as_root();
+  const fs::path dir = fresh_dir("killed_gpu");
+  const auto pids =
+      torchrun_style(on_gpu(offload_args(dir / "run", 100000), "bf16"), dir, "job",
+                     {{"KOFF_EMULATE_CUDA", "1"}, {"KOFF_DIST_TIMEOUT", "60"}});
+  const fs::path log0 = dir / "job.rank0.log";
+  const auto started = std::chrono::steady_clock::now();
+  while (read_text(log0).find("mask step 10/") == std::string::npos) {
+    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(240) || wait_for(pids[0], 0.2) != -1) {
+      for (pid_t p : pids) ::kill(p, SIGKILL), ::waitpid(p, nullptr, 0);
+      FAIL() << "the job did not start training: " << read_text(log0);
+    }
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  ::kill(pids[1], SIGKILL);
+  ::waitpid(pids[1], nullptr, 0);
+  const int status = wait_for(pids[0], 120);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (status == -1) ::kill(pids[0], SIGKILL), ::waitpid(pids[0], nullptr, 0);
+  const std::string log = read_text(log0);
+  ASSERT_NE(status, -1) << "rank 0 still running 120 s after rank 1 was killed:\n" << log;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << log;
+  EXPECT_LT(seconds, 60.0);
+  EXPECT_NE(log.find("koff: error: rank 0/2 (tcp): "), std::string::npos) << log;
+  EXPECT_NE(log.find("the connection to rank 1 closed (the process died?)"), std::string::npos) << log;
+  std::printf("killed GPU rank 1: rank 0 exited %d after %.1f s\n", WEXITSTATUS(status), seconds);
 }
 
 // SIGTERM to every rank (what Slurm's scancel does) stops the job on every rank (at a step boundary
