@@ -392,7 +392,11 @@ TEST_P(OpHarness, BackendsMatchCpu) {
       ASSERT_TRUE(dev[i].grad().defined()) << "input " << i;
       Tensor g = dev[i].grad().to(Device::cpu()).to(DType::f32);
       EXPECT_FALSE(has_non_finite(g)) << "input " << i;
-      EXPECT_LT(max_rel_error(g, cpu[i].grad().to(DType::f32)), tol) << "input " << i;
+      // The CUDA embedding backward adds in the CPU's order (cuda/embedding.cu): f32 gradients are bitwise equal.
+      if (!bf && op.name.rfind("embedding", 0) == 0)
+        EXPECT_EQ(max_rel_error(g, cpu[i].grad().to(DType::f32)), 0.0) << "input " << i;
+      else
+        EXPECT_LT(max_rel_error(g, cpu[i].grad().to(DType::f32)), tol) << "input " << i;
     }
   }
 }

@@ -32,6 +32,13 @@ struct alignas(16) int4 {
   int x, y, z, w;
 };
 inline uint2 make_uint2(unsigned x, unsigned y) { return uint2{x, y}; }
+// atomicExch (the error flag of cuda/embedding.cu): fibers switch only at barriers and warp
+// collectives, so a plain exchange is atomic.
+inline int atomicExch(int* p, int v) {
+  const int old = *p;
+  *p = v;
+  return old;
+}
 
 typedef struct CUstream_st* cudaStream_t;
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1 };

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -38,7 +39,7 @@ struct Barrier {
 
 struct Fiber {
   ucontext_t ctx;
-  std::vector<char> stack;
+  char* stack = nullptr;  // State::stacks[tid]
   bool done = false;
   Barrier* waiting = nullptr;
   uint64_t wait_gen = 0;
@@ -68,6 +69,10 @@ struct State {
   std::vector<std::vector<uint64_t>> lane_bits;  // shuffle exchange, one slot per lane
   std::vector<std::vector<uintptr_t>> lane_ptr;
   std::vector<ThreadPipe> pipes;
+  // Fiber stacks, kept from block to block (allocating and zeroing 512 KiB per thread per block
+  // dominated grids of many small blocks).
+  static constexpr size_t kStackBytes = 512 * 1024;
+  std::vector<std::unique_ptr<char[]>> stacks;
   std::function<void()> body;
   std::mt19937 rng{12345};
   int copy_mode = 0;  // 0 immediate, 1 deferred to wait, 2 random completion
@@ -140,10 +145,11 @@ inline void run_block(int nthreads, const std::function<void()>& body) {
   for (int t = 0; t < nthreads; ++t) {
     Fiber& f = st.fibers[size_t(t)];
     f.tid = unsigned(t);
-    f.stack.resize(512 * 1024);
+    if (st.stacks.size() <= size_t(t)) st.stacks.emplace_back(new char[State::kStackBytes]);
+    f.stack = st.stacks[size_t(t)].get();
     getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack.data();
-    f.ctx.uc_stack.ss_size = f.stack.size();
+    f.ctx.uc_stack.ss_sp = f.stack;
+    f.ctx.uc_stack.ss_size = State::kStackBytes;
     f.ctx.uc_link = nullptr;
     makecontext(&f.ctx, fiber_entry, 0);
   }
