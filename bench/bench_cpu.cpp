@@ -11,6 +11,7 @@
 
 #include <cmath>
 
+#include "engine/cpu/runtime.h"
 #include "autograd/functions.h"
 #include "engine/ops/ops.h"
 #include "engine/tensor/random.h"
@@ -121,4 +122,14 @@ BENCHMARK(BM_LinearCrossEntropy)->Args({1024, 8192})->Unit(benchmark::kMilliseco
 }  // namespace
 }  // namespace koff
 
-BENCHMARK_MAIN();
+// BENCHMARK_MAIN, after the runtime koff itself uses (engine/cpu/runtime.h): the OpenBLAS kernels this CPU
+// allows, idle OpenMP threads that sleep.
+int main(int argc, char** argv) {
+  koff::cpu::settle_environment(argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("cpu runtime", koff::cpu::runtime_summary());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

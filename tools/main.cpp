@@ -2,6 +2,7 @@
 // subcommands that tools/cmd_*.cpp register (see cli.h).
 #include "tools/cli.h"
 
+#include "engine/cpu/runtime.h"
 #include "engine/tensor/interrupt.h"
 
 #include <fmt/core.h>
@@ -28,6 +29,9 @@ const std::vector<Command>& commands() { return registry(); }
 }  // namespace koff::cli
 
 int main(int argc, char** argv) {
+  // OpenBLAS's kernels and OpenMP's idle threads are set from the environment at load time: set what
+  // the user did not and restart once (engine/cpu/runtime.h).
+  koff::cpu::settle_environment(argv);
   CLI::App app{"koff: knowledge offloading. Learns a structured pruning mask of a frozen LLM jointly\n"
                "with per-domain memories (LoRA + KV), splitting it into a sparse shared backbone and\n"
                "swappable domain memories."};

@@ -24,6 +24,9 @@ builddir=build
 junit="$(pwd)/$builddir/ctest-junit.xml"
 rm -f "$junit"
 status=0
+# The test binaries run with the CPU runtime koff itself settles on (engine/cpu/runtime.h: OpenBLAS
+# kernels this CPU allows, OpenMP threads that sleep when idle, which matters under ctest -j).
+eval "$("$builddir/koff" env)"
 ctest --preset "$preset" -j "$jobs" --output-junit "$junit" || status=$?
 # ctest counts a skipped test as passed ("100% tests passed"): name every skip, and fail when a CPU
 # check did not run (GPU tests may skip: they need a GPU).

@@ -9,10 +9,12 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "engine/cpu/runtime.h"
 #include "engine/nn/optim.h"
 #include "engine/nn/transformer.h"
 
 int main(int argc, char** argv) {
+  koff::cpu::settle_environment(argv);  // the same BLAS kernels and wait policy as koff (engine/cpu/runtime.h)
   if (argc < 2) {
     fmt::print(stderr, "usage: bench_model MODEL_DIR [batch] [seq] [iterations]\n");
     return 2;

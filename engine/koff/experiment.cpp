@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 
+#include "engine/cpu/runtime.h"
 #include "engine/data/corpus.h"
 #include "engine/io/atomic_file.h"
 #include "engine/koff/export.h"
@@ -245,15 +246,19 @@ void note_run(const OffloadJob& job, size_t domains, const Note& note) {
   if (!job.device.is_cpu())
     note(fmt::format("device {} ({}), frozen weights in {}, trainables and AdamW state in f32", job.device.str(),
                      backend_for(job.device).name, dtype_name(job.dtype)));
+  else
+    note(fmt::format("cpu: {}", cpu::runtime_summary()));
 }
 
 // --profile, after training: the step's per-op table against the ceilings, to profile.txt and as notes.
 void write_profile(const OffloadJob& job, const OffloadTrainer& trainer, const profile::Ceilings& ceilings,
                    const Note& note) {
   const auto& sp = trainer.step_profile();
-  const std::string text = fmt::format("step {}: ", sp.step) +
-                           profile::format_step_profile(sp.ops, sp.step_ms, sp.tokens, ceilings,
-                                                        fmt::format("{} {}", job.device.str(), dtype_name(job.dtype)));
+  std::string text = fmt::format("step {}: ", sp.step) +
+                     profile::format_step_profile(sp.ops, sp.step_ms, sp.tokens, ceilings,
+                                                  fmt::format("{} {}", job.device.str(), dtype_name(job.dtype)));
+  // On the CPU the BLAS kernels and the OpenMP wait policy decide most of it: say which ran.
+  if (job.device.is_cpu()) text += fmt::format("  cpu runtime: {}\n", cpu::runtime_summary());
   io::write_file_atomic(fs::path(job.out_dir) / "profile.txt", text);
   for (size_t a = 0, b; a < text.size(); a = b + 1) {  // one note per line
     b = text.find('\n', a);
