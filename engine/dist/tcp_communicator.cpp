@@ -83,7 +83,10 @@ void send_all(const Socket& s, const void* data, size_t bytes, const std::string
   while (bytes > 0) {
     const ssize_t n = ::send(s.fd(), p, bytes, MSG_NOSIGNAL);  // no SIGPIPE when the peer is gone
     if (n < 0 && errno == EINTR) continue;
-    KOFF_CHECK(n > 0, "send to {} failed: {} (did it die?)", peer, errno_text());
+    // A peer that died leaves a closed or reset connection: say so the same way recv_all does.
+    KOFF_CHECK(n > 0 || (errno != EPIPE && errno != ECONNRESET), "the connection to {} closed (the process died?): {}",
+               peer, errno_text());
+    KOFF_CHECK(n > 0, "send to {} failed: {}", peer, errno_text());
     p += n, bytes -= static_cast<size_t>(n);
   }
 }
@@ -94,6 +97,10 @@ void recv_all(const Socket& s, void* data, size_t bytes, const std::string& peer
     const ssize_t n = ::recv(s.fd(), p, bytes, 0);
     if (n < 0 && errno == EINTR) continue;
     KOFF_CHECK(n != 0, "the connection to {} closed (the process died?)", peer);
+    // A process killed with unread data in its receive buffer resets the connection instead of
+    // closing it (RST, not FIN): the same event, so the same message.
+    KOFF_CHECK(n > 0 || errno != ECONNRESET, "the connection to {} closed (the process died?): {}", peer,
+               errno_text());
     KOFF_CHECK(n > 0, "recv from {} failed: {}", peer, errno_text());
     p += n, bytes -= static_cast<size_t>(n);
   }
