@@ -26,6 +26,19 @@ Variable softmax(const Variable& x);
 // gemm.cpp
 Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false);
 Variable linear(const Variable& x, const Variable& w, const Variable& bias = {});
+// A projection with per-domain LoRA, in one node (see gemm.cpp):
+//   y = x W^T + b;  y[rows of group g] += scale (x_g A_d^T) B_d^T,  d = g's domain,
+// x [B, T, in] (or [B, in]); a_table [D, rank * in] (row d: A_d [rank, in]); b_table [D, out * rank]
+// (row d: B_d [out, rank]); groups: runs of consecutive SEQUENCES (first dim of x) of one domain,
+// covering all of them in order. The tables may be in another dtype than x (f32 trainables under
+// bf16 compute): they are cast for the product and their gradients cast back.
+struct LoraGroup {
+  int64_t begin, end, domain;  // sequences [begin, end)
+};
+Variable linear_lora(const Variable& x, const Variable& w, const Variable& bias, const Variable& a_table,
+                     const Variable& b_table, const std::vector<LoraGroup>& groups, int64_t rank, double scale);
+// The runs of equal consecutive domain ids: the groups of linear_lora.
+std::vector<LoraGroup> lora_groups(const std::vector<int64_t>& domain_of_sequence);
 
 // embedding.cpp
 Variable embedding(const Variable& table, const Tensor& ids);

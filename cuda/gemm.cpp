@@ -164,15 +164,18 @@ void gemm(const GemmArgs& g, const void* a, const void* b, void* c, int device, 
 namespace {
 
 void gemm(const Tensor& a, const Tensor& b, Tensor& c, int64_t batch, int64_t m, int64_t n, int64_t k, bool trans_a,
-          bool trans_b, bool b_shared) {
+          bool trans_b, bool b_shared, double alpha, double beta) {
   OpScope op("gemm", a);
   const Dt dt = dt_of(a, "matmul");
   if (batch * m * n == 0) return;
-  if (k == 0) {  // the product of empty sums
-    KOFF_CUDA_CHECK(cudaMemsetAsync(c.raw_data(), 0, c.nbytes(), op.s()));
+  if (k == 0) {  // the product of empty sums: C = beta C
+    if (beta == 0.0) KOFF_CUDA_CHECK(cudaMemsetAsync(c.raw_data(), 0, c.nbytes(), op.s()));
+    else KOFF_CHECK(beta == 1.0, "gemm: K = 0 with beta {} (only 0 or 1)", beta);
     return;
   }
   GemmArgs g;
+  g.alpha = static_cast<float>(alpha);
+  g.beta = static_cast<float>(beta);
   g.ab_dt = g.c_dt = dt;
   g.trans_a = trans_a;
   g.trans_b = trans_b;
@@ -202,7 +205,7 @@ void gemm(const Tensor& a, const Tensor& b, Tensor& c, int64_t batch, int64_t m,
 void linear(const Tensor& x2d, const Tensor& w, const Tensor& bias, Tensor& out) {
   const int64_t m = x2d.size(0), k = x2d.size(1), n = w.size(0);
   if (!bias.defined()) {
-    gemm(x2d, w, out, 1, m, n, k, false, true, true);
+    gemm(x2d, w, out, 1, m, n, k, false, true, true, 1.0, 0.0);
     return;
   }
   OpScope op("linear", x2d);

@@ -275,10 +275,35 @@ void kl_div_backward(double dloss, const Tensor& logits, const Tensor& teacher, 
           mptr(dlogits), op.s());
 }
 
+// One chunk's gradients from its f32 logits (overwritten): G = dloss (softmax - onehot), then
+// dh_chunk = G W and, when dw is defined, dw += G^T h_chunk. g_bf16: a [rows, V] bf16 buffer for bf16.
+void chunk_gradients(Dt dt, const Tensor& h, const Tensor& w, const Tensor& targets, bool i64, const float* lse_p,
+                     int64_t r0, int64_t cn, int64_t d, int64_t vocab, int64_t ignore_index, double dloss,
+                     Tensor& logits, Tensor& g_bf16, Tensor& dh, Tensor& dw, const OpScope& op) {
+  const size_t es = dtype_size(h.dtype()), is = dtype_size(targets.dtype());
+  // G = dloss (softmax - onehot), in place over the f32 logits (and a bf16 copy for bf16 GEMMs).
+  ce_grad(Dt::f32, logits.raw_data(), static_cast<const char*>(cptr(targets)) + r0 * is, i64, lse_p + r0, cn, vocab,
+          ignore_index, float(dloss), Dt::f32, logits.raw_data(), mptr(g_bf16), op.s());
+  const void* g = dt == Dt::bf16 ? cptr(g_bf16) : logits.raw_data();
+  // dh_chunk = G W:  [cn, V] x [V, d]
+  GemmArgs a;
+  a.ab_dt = a.c_dt = dt;
+  a.m = cn, a.n = d, a.k = vocab, a.lda = vocab, a.ldb = d, a.ldc = d;
+  gemm(a, g, cptr(w), static_cast<char*>(mptr(dh)) + r0 * d * es, op.device(), op.s());
+  if (dw.defined()) {  // dw += G^T h_chunk:  [V, cn] x [cn, d]
+    GemmArgs b;
+    b.ab_dt = b.c_dt = dt;
+    b.trans_a = true;
+    b.m = vocab, b.n = d, b.k = cn, b.lda = vocab, b.ldb = d, b.ldc = d, b.beta = 1.0f;
+    gemm(b, g, static_cast<const char*>(cptr(h)) + r0 * d * es, mptr(dw), op.device(), op.s());
+  }
+}
+
 // Chunks of `rows` rows: logits_chunk = h_chunk W^T in f32 (bf16 inputs accumulate in f32 and are
-// written f32), then the row kernel; [N, V] never exists.
+// written f32), then the row kernel; [N, V] never exists. With dh defined, each chunk's input
+// gradient follows at once from the same logits (chunk_gradients).
 int64_t linear_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, int64_t chunk,
-                             int64_t ignore_index, Tensor& loss_sum, Tensor& lse) {
+                             int64_t ignore_index, Tensor& loss_sum, Tensor& lse, double dloss, Tensor& dh) {
   OpScope op("linear_cross_entropy", h);
   const Dt dt = dt_of(h, "linear_cross_entropy");
   const bool i64 = idx64(targets, "linear_cross_entropy");
@@ -287,11 +312,16 @@ int64_t linear_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& tar
   Tensor logits = Tensor::empty({rows, vocab}, DType::f32, h.device());
   Tensor row_loss = doubles(n, h), count = Tensor::empty({1}, DType::i64, h.device());
   float* lse_p = stat(lse, "linear_cross_entropy", "lse");
+  Tensor g_bf16 = dh.defined() && dt == Dt::bf16 ? Tensor::empty({rows, vocab}, DType::bf16, h.device()) : Tensor();
+  Tensor no_dw;
   for (int64_t r0 = 0; r0 < n; r0 += rows) {
     const int64_t cn = std::min(rows, n - r0);
     logits_chunk(dt, h, w, r0, cn, d, vocab, logits, op);
     ce_rows(Dt::f32, logits.raw_data(), static_cast<const char*>(cptr(targets)) + r0 * is, i64, cn, vocab, ignore_index,
             lse_p + r0, dptr(row_loss) + r0, error_flag(op.device()), op.s());
+    if (dh.defined())
+      chunk_gradients(dt, h, w, targets, i64, lse_p, r0, cn, d, vocab, ignore_index, dloss, logits, g_bf16, dh, no_dw,
+                      op);
   }
   sum_doubles(dptr(row_loss), n, dt_of(loss_sum, "linear_cross_entropy"), mptr(loss_sum), op.s());
   count_targets(cptr(targets), i64, n, ignore_index, count.data<int64_t>(), op.s());
@@ -303,29 +333,13 @@ void linear_cross_entropy_backward(double dloss, const Tensor& h, const Tensor& 
   const Dt dt = dt_of(h, "linear_cross_entropy_backward");
   const bool i64 = idx64(targets, "linear_cross_entropy_backward");
   const int64_t n = h.size(0), d = h.size(1), vocab = w.size(0), rows = std::max<int64_t>(1, std::min(chunk, n));
-  const size_t es = dtype_size(h.dtype()), is = dtype_size(targets.dtype());
   Tensor logits = Tensor::empty({rows, vocab}, DType::f32, h.device());
   Tensor g_bf16 = dt == Dt::bf16 ? Tensor::empty({rows, vocab}, DType::bf16, h.device()) : Tensor();
   const float* lse_p = stat(lse, "linear_cross_entropy_backward", "lse");
   for (int64_t r0 = 0; r0 < n; r0 += rows) {
     const int64_t cn = std::min(rows, n - r0);
     logits_chunk(dt, h, w, r0, cn, d, vocab, logits, op);
-    // G = dloss (softmax - onehot), in place over the f32 logits (and a bf16 copy for bf16 GEMMs).
-    ce_grad(Dt::f32, logits.raw_data(), static_cast<const char*>(cptr(targets)) + r0 * is, i64, lse_p + r0, cn, vocab,
-            ignore_index, float(dloss), Dt::f32, logits.raw_data(), mptr(g_bf16), op.s());
-    const void* g = dt == Dt::bf16 ? cptr(g_bf16) : logits.raw_data();
-    // dh_chunk = G W:  [cn, V] x [V, d]
-    GemmArgs a;
-    a.ab_dt = a.c_dt = dt;
-    a.m = cn, a.n = d, a.k = vocab, a.lda = vocab, a.ldb = d, a.ldc = d;
-    gemm(a, g, cptr(w), static_cast<char*>(mptr(dh)) + r0 * d * es, op.device(), op.s());
-    if (dw.defined()) {  // dw += G^T h_chunk:  [V, cn] x [cn, d]
-      GemmArgs b;
-      b.ab_dt = b.c_dt = dt;
-      b.trans_a = true;
-      b.m = vocab, b.n = d, b.k = cn, b.lda = vocab, b.ldb = d, b.ldc = d, b.beta = 1.0f;
-      gemm(b, g, static_cast<const char*>(cptr(h)) + r0 * d * es, mptr(dw), op.device(), op.s());
-    }
+    chunk_gradients(dt, h, w, targets, i64, lse_p, r0, cn, d, vocab, ignore_index, dloss, logits, g_bf16, dh, dw, op);
   }
 }
 

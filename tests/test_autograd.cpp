@@ -4,6 +4,7 @@
 
 #include "autograd/functions.h"
 #include "engine/ops/dispatch.h"
+#include "engine/tensor/random.h"
 
 namespace koff {
 namespace {
@@ -97,6 +98,30 @@ TEST(Autograd, FrozenLmHeadSkipsWeightGradientInFusedLoss) {
     EXPECT_EQ(w.grad().defined(), train);
     // 3 chunks of rows: one GEMM recomputes each chunk's logits, one makes dh, one more makes dW.
     EXPECT_EQ(op_counters().gemm, train ? 9 : 6);
+  }
+}
+
+// With the lm_head frozen and the normaliser known (the KOFF step), the input gradient is made in the
+// forward's own chunks (one logits GEMM per chunk instead of two); the backward makes no GEMM, and the
+// gradient is bit for bit the one the backward pass computes (the same dloss, the same chunks), also
+// rescaled when the loss is not the root (a seed of 0.5).
+TEST(Autograd, FrozenLmHeadInputGradientComesFromTheForward) {
+  const Tensor h0 = randn({7, 4}, Philox(3, 1)), w0 = randn({9, 4}, Philox(3, 2));
+  const Tensor targets = Tensor::from_vector<int64_t>({1, 2, 3, 4, 5, 0, 8}, {7});
+  for (double seed : {1.0, 0.5}) {
+    Variable h(h0, true), w(w0, false);
+    op_counters() = {};
+    Variable loss = ag::scale(ag::linear_cross_entropy(h, w, targets, 7.0, 3), seed);
+    EXPECT_EQ(op_counters().gemm, 6);  // 3 chunks: logits and dh each
+    op_counters() = {};
+    loss.backward();
+    EXPECT_EQ(op_counters().gemm, 0);
+    const auto ref = ops::linear_cross_entropy_backward(seed / 7.0, h0, w0, targets,
+                                                        ops::linear_cross_entropy(h0, w0, targets, 3).lse, false, 3);
+    if (seed == 1.0)
+      EXPECT_EQ(max_abs_diff(h.grad(), ref.dh), 0.0);
+    else  // dh of dloss 1/7 scaled by 0.5, against dh of dloss 0.5/7: one rounding apart
+      EXPECT_LE(max_rel_error(h.grad(), ref.dh), 1e-6);
   }
 }
 

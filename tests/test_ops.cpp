@@ -133,6 +133,33 @@ std::vector<OpCase> cases() {
   c.push_back({"linear", {{{3, 4}}, {{5, 4}}}, {}, [](const Vars& v, const Tensors&) { return ag::linear(v[0], v[1]); },
                [](const Tensors& x, const Tensors&) { return ref::matmul(x[0], x[1], false, true); }});
 
+  // The projection with per-domain LoRA in one node: sequences of domains 2, 0, 0, 1 (three runs),
+  // rank 2, scale 2 (autograd::linear_lora; on CUDA its GEMMs accumulate with beta = 1).
+  c.push_back({"linear_lora", {{{4, 2, 3}}, {{5, 3}}, {{5}}, {{3, 6}}, {{3, 10}}}, {},
+               [](const Vars& v, const Tensors&) {
+                 return ag::linear_lora(v[0], v[1], v[2], v[3], v[4], ag::lora_groups({2, 0, 0, 1}), 2, 2.0);
+               },
+               [](const Tensors& in, const Tensors&) {
+                 const Tensor x = ref::f64(in[0]), w = ref::f64(in[1]), bias = ref::f64(in[2]);
+                 const Tensor a = ref::f64(in[3]), b = ref::f64(in[4]);
+                 const int64_t domain[] = {2, 0, 0, 1};
+                 Tensor y = Tensor::zeros({4, 2, 5}, DType::f64);
+                 for (int64_t s = 0; s < 4; ++s)
+                   for (int64_t t = 0; t < 2; ++t)
+                     for (int64_t o = 0; o < 5; ++o) {
+                       double v = bias.data<double>()[o];
+                       for (int64_t i = 0; i < 3; ++i) v += x.data<double>()[(s * 2 + t) * 3 + i] * w.data<double>()[o * 3 + i];
+                       for (int64_t j = 0; j < 2; ++j) {
+                         double u = 0;
+                         for (int64_t i = 0; i < 3; ++i)
+                           u += x.data<double>()[(s * 2 + t) * 3 + i] * a.data<double>()[domain[s] * 6 + j * 3 + i];
+                         v += 2.0 * u * b.data<double>()[domain[s] * 10 + o * 2 + j];
+                       }
+                       y.data<double>()[(s * 2 + t) * 5 + o] = v;
+                     }
+                 return y;
+               }});
+
   for (DType id_type : {DType::i64, DType::i32}) {
     c.push_back({id_type == DType::i64 ? "embedding_i64" : "embedding_i32", {{{7, 4}}},
                  [id_type](const Philox& r) { return Tensors{ids_tensor(r, {2, 3}, 7, 1000, id_type)}; },

@@ -67,4 +67,99 @@ Variable linear(const Variable& x, const Variable& w, const Variable& bias) {
   });
 }
 
+std::vector<LoraGroup> lora_groups(const std::vector<int64_t>& domain_of_sequence) {
+  std::vector<LoraGroup> groups;
+  for (size_t i = 0; i < domain_of_sequence.size(); ++i) {
+    const int64_t b = static_cast<int64_t>(i), d = domain_of_sequence[i];
+    if (!groups.empty() && groups.back().domain == d)
+      groups.back().end = b + 1;
+    else
+      groups.push_back({b, b + 1, d});
+  }
+  return groups;
+}
+
+Variable linear_lora(const Variable& x, const Variable& w, const Variable& bias, const Variable& a_table,
+                     const Variable& b_table, const std::vector<LoraGroup>& groups, int64_t rank, double scale) {
+  // Per group g (rows x_g of one domain d), with A = A_d [r, in], B = B_d [out, r], U_g = x_g A^T:
+  //   forward   y = x W^T + b, then y_g += scale U_g B^T  (the GEMM accumulates: beta = 1)
+  //   backward  dU_g = scale dY_g B;  dx = dY W, then dx_g += dU_g A  (beta = 1);
+  //             dA_d += dU_g^T x_g;  dB_d += scale dY_g^T U_g
+  // One GEMM pair per group instead of gathered per-sequence copies of A and B, per-sequence batched
+  // GEMMs, a scale and an add; a group's rows are a contiguous slice, so no copies either.
+  Tensor tx = x.data(), tw = w.data();
+  KOFF_CHECK(tx.dim() >= 2 && !groups.empty(), "linear_lora: x {} with {} groups", shape_str(tx.shape()),
+             groups.size());
+  const int64_t seqs = tx.size(0), in = tx.size(-1), rows = tx.numel() / std::max<int64_t>(in, 1);
+  const int64_t per_seq = rows / seqs, D = a_table.data().size(0), out = tw.size(0), r = rank;
+  KOFF_CHECK(groups.front().begin == 0 && groups.back().end == seqs, "linear_lora: groups cover sequences [{}, {}) of {}",
+             groups.front().begin, groups.back().end, seqs);
+  for (size_t i = 0; i < groups.size(); ++i)
+    KOFF_CHECK(groups[i].begin < groups[i].end && (i == 0 || groups[i].begin == groups[i - 1].end) &&
+                   groups[i].domain >= 0 && groups[i].domain < D,
+               "linear_lora: group {} is sequences [{}, {}) of domain {} ({} domains)", i, groups[i].begin,
+               groups[i].end, groups[i].domain, D);
+  KOFF_CHECK(a_table.data().numel() == D * r * in && b_table.data().numel() == D * out * r,
+             "linear_lora: tables {} and {} do not hold rank-{} A [{}, {}] and B [{}, {}] per domain",
+             shape_str(a_table.data().shape()), shape_str(b_table.data().shape()), r, r, in, out, r);
+  // The tables in the compute dtype (a no-op when they already are).
+  const Tensor at = a_table.data().to(tx.dtype()).contiguous().view({D, r, in});
+  const Tensor bt = b_table.data().to(tx.dtype()).contiguous().view({D, out, r});
+  Tensor y = ops::linear(tx, tw, bias.defined() ? bias.data() : Tensor());
+  const Tensor x2 = tx.contiguous().reshape({rows, in});
+  Tensor y2 = y.view({rows, out});
+  Tensor u = Tensor::empty({rows, r}, tx.dtype(), tx.device());
+  for (const LoraGroup& g : groups) {
+    const int64_t lo = g.begin * per_seq, hi = g.end * per_seq;
+    Tensor ug = u.slice(0, lo, hi), yg = y2.slice(0, lo, hi);
+    ops::gemm_into(x2.slice(0, lo, hi), at.select(0, g.domain), ug, false, true, 1.0, 0.0);
+    ops::gemm_into(ug, bt.select(0, g.domain), yg, false, true, scale, 1.0);
+  }
+  std::vector<Variable> inputs = {x, w, a_table, b_table};
+  if (bias.defined()) inputs.push_back(bias);
+  const DType a_dtype = a_table.data().dtype(), b_dtype = b_table.data().dtype();
+  return make_result(y, inputs, "linear_lora",
+                     [x2, tw, at, bt, u, groups, per_seq, rows, in, out, r, D, scale, a_dtype, b_dtype,
+                      xshape = tx.shape()](const Tensor& dy, const std::vector<bool>& n) {
+                       Grads grad(n.size());
+                       const Tensor dy2 = dy.contiguous().reshape({rows, out});
+                       Tensor du = Tensor::empty({rows, r}, dy2.dtype(), dy2.device());
+                       for (const LoraGroup& g : groups) {
+                         Tensor dug = du.slice(0, g.begin * per_seq, g.end * per_seq);
+                         ops::gemm_into(dy2.slice(0, g.begin * per_seq, g.end * per_seq), bt.select(0, g.domain), dug,
+                                        false, false, scale, 0.0);
+                       }
+                       if (n[0]) {
+                         Tensor dx = ops::matmul(dy2, tw);  // [rows, in]
+                         for (const LoraGroup& g : groups) {
+                           Tensor dxg = dx.slice(0, g.begin * per_seq, g.end * per_seq);
+                           ops::gemm_into(du.slice(0, g.begin * per_seq, g.end * per_seq), at.select(0, g.domain),
+                                          dxg, false, false, 1.0, 1.0);
+                         }
+                         grad[0] = dx.view(xshape);
+                       }
+                       if (n[1]) grad[1] = ops::matmul(dy2, x2, true, false);
+                       if (n[2]) {
+                         Tensor da = Tensor::zeros({D, r, in}, dy2.dtype(), dy2.device());
+                         for (const LoraGroup& g : groups) {
+                           Tensor dad = da.select(0, g.domain);
+                           ops::gemm_into(du.slice(0, g.begin * per_seq, g.end * per_seq),
+                                          x2.slice(0, g.begin * per_seq, g.end * per_seq), dad, true, false, 1.0, 1.0);
+                         }
+                         grad[2] = da.view({D, r * in}).to(a_dtype);
+                       }
+                       if (n[3]) {
+                         Tensor db = Tensor::zeros({D, out, r}, dy2.dtype(), dy2.device());
+                         for (const LoraGroup& g : groups) {
+                           Tensor dbd = db.select(0, g.domain);
+                           ops::gemm_into(dy2.slice(0, g.begin * per_seq, g.end * per_seq),
+                                          u.slice(0, g.begin * per_seq, g.end * per_seq), dbd, true, false, scale, 1.0);
+                         }
+                         grad[3] = db.view({D, out * r}).to(b_dtype);
+                       }
+                       if (n.size() > 4 && n[4]) grad[4] = ops::sum_to_last(dy2);
+                       return grad;
+                     });
+}
+
 }  // namespace koff::autograd

@@ -63,16 +63,17 @@ template void gemm<double>(const double*, const double*, double*, int64_t, int64
 
 void fill_gemm(Backend& table) {
   table.gemm = [](const Tensor& a, const Tensor& b, Tensor& c, int64_t batch, int64_t m, int64_t n, int64_t k,
-                  bool trans_a, bool trans_b, bool b_shared) {
+                  bool trans_a, bool trans_b, bool b_shared, double alpha, double beta) {
     on_float(a, "matmul", [&](auto tag) {
       using T = decltype(tag);
-      cpu::gemm<T>(ptr<T>(a), ptr<T>(b), mut<T>(c), batch, m, n, k, trans_a, trans_b, b_shared);
+      cpu::gemm<T>(ptr<T>(a), ptr<T>(b), mut<T>(c), batch, m, n, k, trans_a, trans_b, b_shared, static_cast<T>(alpha),
+                   static_cast<T>(beta));
     });
   };
   // out = x2d w^T (+ bias): the GEMM, then the bias on every row (CUDA fuses the two).
   table.linear = [](const Tensor& x2d, const Tensor& w, const Tensor& bias, Tensor& out) {
     const Backend& cpu = cpu_backend();
-    cpu.gemm(x2d, w, out, 1, x2d.size(0), w.size(0), x2d.size(1), false, true, true);
+    cpu.gemm(x2d, w, out, 1, x2d.size(0), w.size(0), x2d.size(1), false, true, true, 1.0, 0.0);
     if (bias.defined()) cpu.add_bias(out, bias, out);
   };
 }

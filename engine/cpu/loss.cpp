@@ -120,7 +120,7 @@ void cross_entropy_backward(T dloss, const T* logits, const I* targets, const T*
 
 template <typename T, typename I>
 int64_t linear_cross_entropy(const T* h, const T* w, const I* targets, int64_t n, int64_t vocab, int64_t d,
-                             int64_t chunk, int64_t ignore_index, T* loss_sum, T* lse) {
+                             int64_t chunk, int64_t ignore_index, T* loss_sum, T* lse, T dloss, T* dh) {
   check_targets(targets, n, vocab, ignore_index, "linear_cross_entropy");
   const int64_t rows = std::max<int64_t>(1, std::min(chunk, n));
   std::vector<T> logits(static_cast<size_t>(rows * vocab));
@@ -130,6 +130,10 @@ int64_t linear_cross_entropy(const T* h, const T* w, const I* targets, int64_t n
     const int64_t cn = std::min(rows, n - r0);
     gemm(h + r0 * d, w, logits.data(), 1, cn, vocab, d, false, true, false);
     lse_and_loss(logits.data(), targets + r0, cn, vocab, ignore_index, lse + r0, loss, count);
+    if (dh) {  // the chunk's rows have their lse: their gradient now, while the logits are here
+      softmax_minus_onehot(logits.data(), targets + r0, lse + r0, cn, vocab, ignore_index, dloss);
+      gemm(logits.data(), w, dh + r0 * d, 1, cn, d, vocab, false, false, false);
+    }
   }
   *loss_sum = static_cast<T>(loss);
   return count;
@@ -154,7 +158,7 @@ void linear_cross_entropy_backward(T dloss, const T* h, const T* w, const I* tar
   template int64_t cross_entropy<T, I>(const T*, const I*, int64_t, int64_t, int64_t, T*, T*);                   \
   template void cross_entropy_backward<T, I>(T, const T*, const I*, const T*, int64_t, int64_t, int64_t, T*);    \
   template int64_t linear_cross_entropy<T, I>(const T*, const T*, const I*, int64_t, int64_t, int64_t, int64_t,  \
-                                              int64_t, T*, T*);                                                  \
+                                              int64_t, T*, T*, T, T*);                                           \
   template void linear_cross_entropy_backward<T, I>(T, const T*, const T*, const I*, const T*, int64_t, int64_t, \
                                                     int64_t, int64_t, int64_t, T*, T*);
 KOFF_INSTANTIATE(float, int32_t)
@@ -235,14 +239,15 @@ void fill_loss(Backend& table) {
     });
   };
   table.linear_cross_entropy = [](const Tensor& h, const Tensor& w, const Tensor& targets, int64_t chunk,
-                                  int64_t ignore_index, Tensor& loss_sum, Tensor& lse) {
+                                  int64_t ignore_index, Tensor& loss_sum, Tensor& lse, double dloss, Tensor& dh) {
     int64_t count = 0;
     on_float(h, "linear_cross_entropy", [&](auto tag) {
       using T = decltype(tag);
       on_index(targets, "linear_cross_entropy", [&](auto itag) {
         using I = decltype(itag);
         count = cpu::linear_cross_entropy<T, I>(ptr<T>(h), ptr<T>(w), ptr<I>(targets), h.size(0), w.size(0), h.size(1),
-                                                chunk, ignore_index, mut<T>(loss_sum), mut<T>(lse));
+                                                chunk, ignore_index, mut<T>(loss_sum), mut<T>(lse),
+                                                static_cast<T>(dloss), dh.defined() ? mut<T>(dh) : nullptr);
       });
     });
     return count;

@@ -155,6 +155,8 @@ std::vector<nn::LayerHooks> MemoryBank::hooks(const Tensor& domain_ids_any, cons
                                               const std::vector<Variable>* neuron_gates) const {
   KOFF_CHECK(domain_ids_any.dim() == 1, "domain ids must be [batch], got {}", shape_str(domain_ids_any.shape()));
   const Tensor domain_ids = domain_ids_any.to(device());
+  // LoRA works on runs of consecutive sequences of one domain (the trainer orders each batch by domain).
+  const std::vector<ag::LoraGroup> groups = ag::lora_groups(domain_ids_any.to(Device::cpu()).to_vector<int64_t>());
   const DType cd = compute_dtype_;
   const int64_t B = domain_ids.size(0), m = config_.slots, r = config_.rank;
   const double lora_scale = config_.alpha / static_cast<double>(r);
@@ -171,16 +173,13 @@ std::vector<nn::LayerHooks> MemoryBank::hooks(const Tensor& domain_ids_any, cons
       if (t.kv_gate.defined()) h.mem_gate = ag::embedding(t.kv_gate, domain_ids);
     }
     if (!t.lora_a.empty()) {
-      h.adapt = [&t, domain_ids, B, r, lora_scale, cd](Proj p, const Variable& x, const Variable& y) -> Variable {
+      // Per sequence of domain d: y = x W^T + b + (alpha/r) (x A_d^T) B_d^T, the whole projection in one
+      // node (autograd::linear_lora: one GEMM pair per run of one domain, the product added in place).
+      h.project = [&t, groups, r, lora_scale](Proj p, const Variable& x, const Variable& w,
+                                              const Variable& b) -> Variable {
         auto it = t.lora_a.find(p);
-        if (it == t.lora_a.end()) return y;
-        const auto [in, out] = t.io.at(p);
-        // Per sequence: x [B, T, in] -> x A_d^T [B, T, r] -> (x A_d^T) B_d^T [B, T, out]
-        Variable a = ag::reshape(ag::cast(ag::embedding(it->second, domain_ids), cd), {B, r, in});
-        // alpha/r scales the small B_d rather than the [B, T, out] product: one pass fewer per projection.
-        Variable b = ag::scale(ag::reshape(ag::cast(ag::embedding(t.lora_b.at(p), domain_ids), cd), {B, out, r}),
-                               lora_scale);
-        return ag::add(y, ag::matmul(ag::matmul(x, a, false, true), b, false, true));
+        if (it == t.lora_a.end()) return Variable();  // not a LoRA target: the plain projection
+        return ag::linear_lora(x, w, b, it->second, t.lora_b.at(p), groups, r, lora_scale);
       };
     }
   }

@@ -186,14 +186,21 @@ KvCache Transformer::make_cache(int64_t batch, int64_t capacity) const {
   return cache;
 }
 
+// x W^T + b, through the layer's hooks: `project` when it takes this projection, else linear + `adapt`.
+static Variable projection(Proj p, const Variable& x, const Variable& w, const Variable& b, const LayerHooks* hooks) {
+  if (hooks && hooks->project) {
+    Variable y = hooks->project(p, x, w, b);
+    if (y.defined()) return y;
+  }
+  Variable y = ag::linear(x, w, b);
+  return hooks && hooks->adapt ? hooks->adapt(p, x, y) : y;
+}
+
 Variable Transformer::block(int64_t index, const Variable& h, const ops::RopeTables& rope, const LayerHooks* hooks,
                             KvCache* cache) const {
   const Layer& L = layers_[static_cast<size_t>(index)];
   const double eps = config_.rms_norm_eps;
-  auto project = [&](Proj p, const Variable& x, const Variable& w, const Variable& b) {
-    Variable y = ag::linear(x, w, b);
-    return hooks && hooks->adapt ? hooks->adapt(p, x, y) : y;
-  };
+  auto project = [&](Proj p, const Variable& x, const Variable& w, const Variable& b) { return projection(p, x, w, b, hooks); };
 
   // --- attention --- (a layer whose heads were all pruned keeps only its o_proj bias)
   Variable x = ag::rmsnorm(h, L.input_norm, eps);
@@ -216,8 +223,7 @@ Variable Transformer::attention_block(int64_t index, const Variable& x, const op
   const int64_t B = x.shape()[0], T = x.shape()[1], hd = config_.head_dim;
   const double eps = config_.rms_norm_eps;
   auto project = [&](Proj p, const Variable& in, const Variable& w, const Variable& b) {
-    Variable y = ag::linear(in, w, b);
-    return hooks && hooks->adapt ? hooks->adapt(p, in, y) : y;
+    return projection(p, in, w, b, hooks);
   };
   Variable q = ag::reshape(project(Proj::q, x, L.wq, L.bq), {B, T, L.n_heads, hd});
   Variable k = ag::reshape(project(Proj::k, x, L.wk, L.bk), {B, T, L.n_kv_heads, hd});

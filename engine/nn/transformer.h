@@ -47,6 +47,11 @@ struct LayerHooks {
   Variable mem_gate;     // [B, n_kv_heads] or undefined: the memory's attention mass (ops::attention)
   // Called after each projection: returns the projection's output, e.g. y + LoRA(x).
   std::function<Variable(Proj, const Variable& x, const Variable& y)> adapt;
+  // Replaces a projection whole: returns x W^T + b with whatever it adds, computed its own way
+  // (MemoryBank's per-domain LoRA as one autograd node, autograd::linear_lora). An empty function
+  // (the default) or one returning an undefined Variable for `p` leaves the projection to ag::linear
+  // and adapt.
+  std::function<Variable(Proj, const Variable& x, const Variable& w, const Variable& b)> project;
 };
 
 // Keys and values of past positions for incremental decoding (batch size 1 or more, no gradient).

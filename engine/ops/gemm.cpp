@@ -55,9 +55,26 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   Tensor c = empty_like(a, out_shape);
   GemmOperand ga = gemm_operand(a, trans_a), gb = gemm_operand(b, trans_b);
   launch(a.device(), {"gemm", bytes_of({&a, &b, &c}), 2.0 * double(batch) * double(m) * double(n) * double(ka)},
-         &Backend::gemm, ga.t, gb.t, c, batch, m, n, ka, ga.trans, gb.trans, b_shared);
+         &Backend::gemm, ga.t, gb.t, c, batch, m, n, ka, ga.trans, gb.trans, b_shared, 1.0, 0.0);
   count_gemm(batch, m, n, ka);
   return c;
+}
+
+void gemm_into(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b, double alpha, double beta) {
+  check_float(a, "gemm_into", "a");
+  check_compatible(a, b, "gemm_into", "b");
+  check_compatible(a, c, "gemm_into", "c");
+  KOFF_CHECK(a.dim() == 2 && b.dim() == 2 && c.dim() == 2, "gemm_into: 2-D operands, got {}, {}, {}",
+             shape_str(a.shape()), shape_str(b.shape()), shape_str(c.shape()));
+  KOFF_CHECK(c.is_contiguous(), "gemm_into: the output must be contiguous, got strides {}", shape_str(c.strides()));
+  const int64_t m = trans_a ? a.size(1) : a.size(0), ka = trans_a ? a.size(0) : a.size(1);
+  const int64_t kb = trans_b ? b.size(1) : b.size(0), n = trans_b ? b.size(0) : b.size(1);
+  KOFF_CHECK(ka == kb && c.size(0) == m && c.size(1) == n, "gemm_into: a {}{} x b {}{} does not give c {}",
+             shape_str(a.shape()), trans_a ? "^T" : "", shape_str(b.shape()), trans_b ? "^T" : "", shape_str(c.shape()));
+  GemmOperand ga = gemm_operand(a, trans_a), gb = gemm_operand(b, trans_b);
+  launch(a.device(), {"gemm", bytes_of({&a, &b, &c}), 2.0 * double(m) * double(n) * double(ka)}, &Backend::gemm, ga.t,
+         gb.t, c, 1, m, n, ka, ga.trans, gb.trans, true, alpha, beta);
+  count_gemm(1, m, n, ka);
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
@@ -84,7 +101,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
            x.contiguous().reshape({rows, in}), gw.t, bias.defined() ? bias.contiguous() : Tensor(), y2);
   } else {  // W a transposed view of a contiguous [in, out]: a plain GEMM on it, no copy, then the bias
     launch(x.device(), {"gemm", bytes_of({&x, &w, &y}), flops}, &Backend::gemm, x.contiguous(), gw.t, y, 1, rows,
-           out_features, in, false, false, true);
+           out_features, in, false, false, true, 1.0, 0.0);
     if (bias.defined())
       launch(x.device(), {"add_bias", bytes_of({&y, &bias, &y})}, &Backend::add_bias, y, bias.contiguous(), y);
   }

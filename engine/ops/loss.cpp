@@ -49,7 +49,7 @@ CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets, int64
   check_float(logits, "cross_entropy", "logits");
   check_dim(logits, 2, "cross_entropy", "logits [N, V]");
   check_targets(logits, targets, "cross_entropy");
-  CrossEntropyOut r{empty_stat(logits, {}), empty_stat(logits, {logits.size(0)}), 0};
+  CrossEntropyOut r{empty_stat(logits, {}), empty_stat(logits, {logits.size(0)}), 0, {}};
   r.count = launch(logits.device(), {"cross_entropy", bytes_of({&logits, &targets, &r.lse})}, &Backend::cross_entropy,
                    logits.contiguous(), targets.contiguous(), ignore_index, r.loss_sum, r.lse);
   return r;
@@ -92,16 +92,17 @@ Tensor kl_div_backward(double dloss, const Tensor& logits, const Tensor& teacher
 }
 
 CrossEntropyOut linear_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, int64_t chunk,
-                                     int64_t ignore_index) {
+                                     int64_t ignore_index, bool with_dh, double dloss) {
   const char* op = "linear_cross_entropy";
   check_linear_ce(h, w, chunk, op);
   check_targets(h, targets, op);
-  CrossEntropyOut r{empty_stat(h, {}), empty_stat(h, {h.size(0)}), 0};
+  CrossEntropyOut r{empty_stat(h, {}), empty_stat(h, {h.size(0)}), 0, with_dh ? empty_like(h) : Tensor()};
   const double product = 2.0 * double(h.size(0)) * double(w.size(0)) * double(h.size(1));
-  r.count = launch(h.device(), {"linear_cross_entropy", bytes_of({&h, &w, &targets, &r.lse}), product},
+  r.count = launch(h.device(),
+                   {"linear_cross_entropy", bytes_of({&h, &w, &targets, &r.lse, &r.dh}), product * (with_dh ? 2 : 1)},
                    &Backend::linear_cross_entropy, h.contiguous(), w.contiguous(), targets.contiguous(), chunk,
-                   ignore_index, r.loss_sum, r.lse);
-  count_chunked_gemms(h.size(0), w.size(0), h.size(1), chunk, 1);
+                   ignore_index, r.loss_sum, r.lse, dloss, r.dh);
+  count_chunked_gemms(h.size(0), w.size(0), h.size(1), chunk, with_dh ? 2 : 1);
   return r;
 }
 

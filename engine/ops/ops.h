@@ -40,6 +40,11 @@ Tensor sum_groups_product(const Tensor& dy, const Tensor& x, int64_t groups, int
 // trans_b). Leading dims of A and B must be equal (batched GEMM), or B may be 2-D and is then
 // shared by every batch of A. Output [..., M, N]. Through OpenBLAS sgemm/dgemm on CPU.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// In place: c = alpha op(a) op(b) + beta c, 2-D: a [M, K] (or [K, M] if trans_a), b [K, N] (or [N, K]
+// if trans_b), c [M, N]; each contiguous (a row slice of a contiguous matrix is) or a transposed view
+// of a contiguous matrix; c contiguous. beta = 1 accumulates: the LoRA product goes straight into the
+// projection's output and the input gradient (autograd::linear_lora), no separate add.
+void gemm_into(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b, double alpha, double beta);
 // y = x W^T (+ bias): x [..., in], W [out, in], bias [out] or undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
 
@@ -133,6 +138,7 @@ struct CrossEntropyOut {
   Tensor loss_sum;  // []   f64 for f64 logits, else f32 (bf16 logits too)
   Tensor lse;       // [N]  likewise
   int64_t count = 0;
+  Tensor dh;        // linear_cross_entropy with with_dh: the input gradient [N, d] for dloss
 };
 constexpr int64_t kIgnoreIndex = -100;
 CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = kIgnoreIndex);
@@ -146,8 +152,11 @@ Tensor kl_div_backward(double dloss, const Tensor& logits, const Tensor& teacher
 
 // Fused lm_head + cross-entropy: logits = h W^T are made `chunk` rows at a time and never held whole
 // (h [N, d], W [V, d]). The backward recomputes each chunk's logits; dw is only made when asked.
+// with_dh: also the input gradient dh = dloss (softmax - onehot) W from the same chunks (out.dh), so
+// that a training step's backward needs no second pass (autograd::linear_cross_entropy does this when
+// W is frozen: one logits GEMM per chunk fewer).
 CrossEntropyOut linear_cross_entropy(const Tensor& h, const Tensor& w, const Tensor& targets, int64_t chunk = 256,
-                                     int64_t ignore_index = kIgnoreIndex);
+                                     int64_t ignore_index = kIgnoreIndex, bool with_dh = false, double dloss = 1.0);
 struct LinearCrossEntropyGrads {
   Tensor dh, dw;  // dw undefined unless want_dw
 };

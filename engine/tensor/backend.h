@@ -72,10 +72,11 @@ struct Backend {
   void (*softmax_backward)(const Tensor& dy, const Tensor& y, Tensor& dx) = nullptr;
 
   // ---- gemm --------------------------------------------------------------------------------------
-  // C[b] = op(A[b]) op(B[b or 0]); A stored [batch, rows_a, cols_a], B [batch_b, rows_b, cols_b]
-  // (batch_b is batch, or 1 when b_shared), C [batch, M, N].
+  // C[b] = alpha op(A[b]) op(B[b or 0]) + beta C[b]; A stored [batch, rows_a, cols_a], B [batch_b,
+  // rows_b, cols_b] (batch_b is batch, or 1 when b_shared), C [batch, M, N]. beta = 0 never reads C
+  // (it may hold NaN); beta = 1 accumulates into it (ops::gemm_into: LoRA's product added in place).
   void (*gemm)(const Tensor& a, const Tensor& b, Tensor& c, int64_t batch, int64_t m, int64_t n, int64_t k,
-               bool trans_a, bool trans_b, bool b_shared) = nullptr;
+               bool trans_a, bool trans_b, bool b_shared, double alpha, double beta) = nullptr;
   // out [M, N] = x2d [M, K] w [N, K]^T, plus bias [N] on every row when bias is defined (CUDA fuses
   // the bias into cuBLASLt's epilogue).
   void (*linear)(const Tensor& x2d, const Tensor& w, const Tensor& bias, Tensor& out) = nullptr;
@@ -108,8 +109,12 @@ struct Backend {
                            Tensor& lse) = nullptr;
   void (*cross_entropy_backward)(double dloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                  int64_t ignore_index, Tensor& dlogits) = nullptr;
+  // When dh is defined, also dh = dloss (softmax - onehot) W in the same pass over each chunk (the
+  // input gradient, when the caller knows dloss up front: a training loss's backward then needs no
+  // second pass of logits GEMMs).
   int64_t (*linear_cross_entropy)(const Tensor& h, const Tensor& w, const Tensor& targets, int64_t chunk,
-                                  int64_t ignore_index, Tensor& loss_sum, Tensor& lse) = nullptr;
+                                  int64_t ignore_index, Tensor& loss_sum, Tensor& lse, double dloss,
+                                  Tensor& dh) = nullptr;
   // dw, when defined, is zeroed by the caller and accumulated into.
   void (*linear_cross_entropy_backward)(double dloss, const Tensor& h, const Tensor& w, const Tensor& targets,
                                         const Tensor& lse, int64_t chunk, int64_t ignore_index, Tensor& dh,

@@ -2,6 +2,8 @@
 // finite differences in f64 on a tiny Llama and a tiny Qwen 3.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "autograd/gradcheck.h"
 #include "engine/koff/gates.h"
 #include "engine/koff/memory.h"
@@ -54,6 +56,52 @@ TEST(Memory, EachSequenceUsesItsOwnDomainsMemory) {
   for (auto* layer : {&bank.layers()[0], &bank.layers()[1]}) layer->kv_k.mutable_data().select(0, 2).fill_(0.7);
   EXPECT_EQ(per_sequence_loss(0), a0) << "sequence 0 (domain a) must not see domain c's memory";
   EXPECT_NE(per_sequence_loss(1), c0);
+}
+
+// autograd::linear_lora (the projection and its per-domain LoRA in one node, one GEMM pair per run of
+// one domain, the product added in place) against the composite it replaced (per-sequence gathers of
+// A and B, batched matmuls, the scale on B, an add), in f64: forward and every gradient to rounding,
+// on runs that repeat a domain non-consecutively (domains 2, 0, 0, 1, 0: four runs, domain 0 twice).
+TEST(Memory, LinearLoraMatchesThePerSequenceFormulaAndFiniteDifferences) {
+  const int64_t B = 5, T = 3, in = 6, out = 7, r = 2, D = 3;
+  const double scale = 2.0;
+  auto param = [](const Shape& shape, uint64_t salt) {
+    return ag::Variable(rand_uniform(shape, Philox(21, salt), -0.5, 0.5, DType::f64), true);
+  };
+  ag::Variable x = param({B, T, in}, 1), w = param({out, in}, 2), bias = param({out}, 3);
+  ag::Variable a = param({D, r * in}, 4), b = param({D, out * r}, 5);
+  const std::vector<int64_t> domains = {2, 0, 0, 1, 0};
+  const auto groups = ag::lora_groups(domains);
+  ASSERT_EQ(groups.size(), 4u);
+  EXPECT_EQ(groups[1].begin, 1);
+  EXPECT_EQ(groups[1].end, 3);
+  const Tensor ids = Tensor::from_vector(domains, {B});
+  const Tensor probe = rand_uniform({B, T, out}, Philox(21, 6), -1, 1, DType::f64);  // a random linear loss
+  auto fused = [&] { return ag::linear_lora(x, w, bias, a, b, groups, r, scale); };
+  auto composite = [&] {
+    ag::Variable ad = ag::reshape(ag::embedding(a, ids), {B, r, in});
+    ag::Variable bd = ag::scale(ag::reshape(ag::embedding(b, ids), {B, out, r}), scale);
+    return ag::add(ag::linear(x, w, bias), ag::matmul(ag::matmul(x, ad, false, true), bd, false, true));
+  };
+  std::vector<Tensor> grads[2];
+  Tensor outputs[2];
+  int i = 0;
+  for (const auto& f : {std::function<ag::Variable()>(fused), std::function<ag::Variable()>(composite)}) {
+    for (auto* v : {&x, &w, &bias, &a, &b}) v->zero_grad();
+    ag::Variable y = f();
+    outputs[i] = y.data();
+    ag::dot(y, ag::Variable(probe)).backward();
+    for (auto* v : {&x, &w, &bias, &a, &b}) grads[i].push_back(v->grad());
+    ++i;
+  }
+  EXPECT_LE(max_abs_diff(outputs[0], outputs[1]), 1e-13);
+  const char* names[] = {"x", "w", "bias", "A table", "B table"};
+  for (size_t k = 0; k < 5; ++k) EXPECT_LE(max_abs_diff(grads[0][k], grads[1][k]), 1e-13) << names[k];
+  // Finite differences through the fused node itself:
+  auto loss = [&](const std::vector<ag::Variable>&) { return ag::dot(fused(), ag::Variable(probe)); };
+  ag::GradcheckResult res = ag::gradcheck(loss, {x, w, bias, a, b}, 1e-6, 1e-9, 1e-6);
+  EXPECT_TRUE(res.ok) << res.first_failure;
+  EXPECT_EQ(res.checked, B * T * in + out * in + out + D * r * in + D * out * r);
 }
 
 class WholeModelGradients : public ::testing::TestWithParam<std::string> {};
