@@ -224,10 +224,20 @@ void linear(const Tensor& x2d, const Tensor& w, const Tensor& bias, Tensor& out)
   gemm(g, cptr(x2d), cptr(w), mptr(out), op.device(), op.s(), cptr(bias));
 }
 
+// Independent GEMMs: queued one after another on the stream (each a cuBLASLt call).
+void gemm_many(const std::vector<const Tensor*>& a, const std::vector<const Tensor*>& b, const std::vector<Tensor*>& c,
+               const std::vector<GemmShape>& shapes) {
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const GemmShape& s = shapes[i];
+    gemm(*a[i], *b[i], *c[i], 1, s.m, s.n, s.k, s.trans_a, s.trans_b, true, s.alpha, s.beta);
+  }
+}
+
 }  // namespace
 
 void fill_gemm(Backend& b) {
   b.gemm = gemm;
+  b.gemm_many = gemm_many;
   b.linear = linear;
 }
 

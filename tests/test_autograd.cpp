@@ -118,10 +118,9 @@ TEST(Autograd, FrozenLmHeadInputGradientComesFromTheForward) {
     EXPECT_EQ(op_counters().gemm, 0);
     const auto ref = ops::linear_cross_entropy_backward(seed / 7.0, h0, w0, targets,
                                                         ops::linear_cross_entropy(h0, w0, targets, 3).lse, false, 3);
-    if (seed == 1.0)
-      EXPECT_EQ(max_abs_diff(h.grad(), ref.dh), 0.0);
-    else  // dh of dloss 1/7 scaled by 0.5, against dh of dloss 0.5/7: one rounding apart
-      EXPECT_LE(max_rel_error(h.grad(), ref.dh), 1e-6);
+    // The forward forms the softmax as e_j / sum e (one exp per logit), the backward as exp(x_j - lse);
+    // and for seed 0.5, dh of dloss 1/7 scaled by 0.5 against dh of dloss 0.5/7: f32 roundings apart.
+    EXPECT_LE(max_rel_error(h.grad(), ref.dh), 1e-6);
   }
 }
 

@@ -561,6 +561,44 @@ TEST(OpHarnessExtra, LinearBiasWithStoredAndTransposedWeights) {
   EXPECT_THROW(ops::linear(x, w, Tensor::ones({4}, DType::f64)), Error);
 }
 
+// gemm_many_into is gemm_into call by call: skinny (LoRA-shaped, run side by side on the CPU) and
+// large (one at a time) lists, transposed operands, alpha and beta = 1 accumulation into row slices of
+// one output; f32 (the side-by-side path is the f32 training path) and f64.
+TEST(OpHarnessExtra, GemmManyMatchesGemmIntoOneByOne) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (int64_t big : {0, 1}) {
+      const int64_t rows = big ? 512 : 96, in = big ? 256 : 40, r = big ? 256 : 8;
+      Tensor x = rand_uniform({rows, in}, Philox(test_seed(), 71), -1, 1, dt);
+      Tensor a = rand_uniform({3, r, in}, Philox(test_seed(), 72), -1, 1, dt);
+      Tensor dy = rand_uniform({rows, r}, Philox(test_seed(), 73), -1, 1, dt);
+      Tensor u0 = rand_uniform({rows, r}, Philox(test_seed(), 74), -1, 1, dt);
+      Tensor da0 = rand_uniform({3, r, in}, Philox(test_seed(), 75), -1, 1, dt);
+      const std::vector<std::pair<int64_t, int64_t>> parts = {{0, rows / 4}, {rows / 4, rows / 2}, {rows / 2, rows}};
+      // u_g = 0.5 x_g A_g^T + u_g (accumulate into slices), dA_g = dy_g^T x_g + dA_g (trans_a)
+      Tensor u_one = u0.clone(), u_many = u0.clone(), da_one = da0.clone(), da_many = da0.clone();
+      std::vector<ops::GemmInto> calls;
+      for (size_t g = 0; g < parts.size(); ++g) {
+        const auto [lo, hi] = parts[g];
+        const int64_t gi = static_cast<int64_t>(g);
+        Tensor uo = u_one.slice(0, lo, hi), dao = da_one.select(0, gi);
+        ops::gemm_into(x.slice(0, lo, hi), a.select(0, gi), uo, false, true, 0.5, 1.0);
+        ops::gemm_into(dy.slice(0, lo, hi), x.slice(0, lo, hi), dao, true, false, 1.0, 1.0);
+        calls.push_back({x.slice(0, lo, hi), a.select(0, gi), u_many.slice(0, lo, hi), false, true, 0.5, 1.0});
+        calls.push_back({dy.slice(0, lo, hi), x.slice(0, lo, hi), da_many.select(0, gi), true, false, 1.0, 1.0});
+      }
+      const OpCounters before = op_counters();
+      ops::gemm_many_into(calls);
+      EXPECT_EQ(op_counters().gemm - before.gemm, 6);
+      const double tol = dt == DType::f32 ? 1e-6 : 1e-14;
+      EXPECT_LE(max_rel_error(u_many, u_one), tol) << dtype_name(dt) << " big " << big;
+      EXPECT_LE(max_rel_error(da_many, da_one), tol) << dtype_name(dt) << " big " << big;
+      EXPECT_GT(max_abs_diff(u_many, u0), 0.1);  // it did write
+    }
+  }
+  Tensor x = Tensor::ones({4, 3}, DType::f32), bad = Tensor::zeros({4, 5}, DType::f32);
+  EXPECT_THROW(ops::gemm_many_into({{x, x, bad, false, true, 1.0, 0.0}}), Error);  // [4,3] x [3,4] is not [4,5]
+}
+
 double max_abs(const Tensor& t) { return max_abs_diff(t, Tensor::zeros(t.shape(), t.dtype())); }
 
 // The memory gate's two ends: g = 0 is attention without the memory (out and lse, to rounding; the

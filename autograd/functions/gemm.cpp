@@ -109,12 +109,17 @@ Variable linear_lora(const Variable& x, const Variable& w, const Variable& bias,
   const Tensor x2 = tx.contiguous().reshape({rows, in});
   Tensor y2 = y.view({rows, out});
   Tensor u = Tensor::empty({rows, r}, tx.dtype(), tx.device());
+  // The groups' GEMMs side by side (ops::gemm_many_into): first every U_g, then every y_g += scale U_g B^T.
+  const auto rows_of = [per_seq](const Tensor& t, const LoraGroup& g) {
+    return t.slice(0, g.begin * per_seq, g.end * per_seq);
+  };
+  std::vector<ops::GemmInto> first, second;
   for (const LoraGroup& g : groups) {
-    const int64_t lo = g.begin * per_seq, hi = g.end * per_seq;
-    Tensor ug = u.slice(0, lo, hi), yg = y2.slice(0, lo, hi);
-    ops::gemm_into(x2.slice(0, lo, hi), at.select(0, g.domain), ug, false, true, 1.0, 0.0);
-    ops::gemm_into(ug, bt.select(0, g.domain), yg, false, true, scale, 1.0);
+    first.push_back({rows_of(x2, g), at.select(0, g.domain), rows_of(u, g), false, true, 1.0, 0.0});
+    second.push_back({rows_of(u, g), bt.select(0, g.domain), rows_of(y2, g), false, true, scale, 1.0});
   }
+  ops::gemm_many_into(first);
+  ops::gemm_many_into(second);
   std::vector<Variable> inputs = {x, w, a_table, b_table};
   if (bias.defined()) inputs.push_back(bias);
   const DType a_dtype = a_table.data().dtype(), b_dtype = b_table.data().dtype();
@@ -124,39 +129,43 @@ Variable linear_lora(const Variable& x, const Variable& w, const Variable& bias,
                        Grads grad(n.size());
                        const Tensor dy2 = dy.contiguous().reshape({rows, out});
                        Tensor du = Tensor::empty({rows, r}, dy2.dtype(), dy2.device());
-                       for (const LoraGroup& g : groups) {
-                         Tensor dug = du.slice(0, g.begin * per_seq, g.end * per_seq);
-                         ops::gemm_into(dy2.slice(0, g.begin * per_seq, g.end * per_seq), bt.select(0, g.domain), dug,
-                                        false, false, scale, 0.0);
-                       }
+                       const auto rows_of = [per_seq](const Tensor& t, const LoraGroup& g) {
+                         return t.slice(0, g.begin * per_seq, g.end * per_seq);
+                       };
+                       std::vector<ops::GemmInto> dus;
+                       for (const LoraGroup& g : groups)
+                         dus.push_back({rows_of(dy2, g), bt.select(0, g.domain), rows_of(du, g), false, false, scale,
+                                        0.0});
+                       ops::gemm_many_into(dus);
+                       // dx, dA and dB read du, x, u and dy and write distinct tensors: one batch, except that
+                       // a domain found in several groups (a batch not ordered by domain) accumulates into its
+                       // dA_d and dB_d one group per batch: rounds[k] holds each domain's k-th group.
+                       std::vector<std::vector<ops::GemmInto>> rounds(1);
+                       std::vector<int64_t> seen(static_cast<size_t>(D), 0);
+                       Tensor dx, da, db;
                        if (n[0]) {
-                         Tensor dx = ops::matmul(dy2, tw);  // [rows, in]
-                         for (const LoraGroup& g : groups) {
-                           Tensor dxg = dx.slice(0, g.begin * per_seq, g.end * per_seq);
-                           ops::gemm_into(du.slice(0, g.begin * per_seq, g.end * per_seq), at.select(0, g.domain),
-                                          dxg, false, false, 1.0, 1.0);
-                         }
-                         grad[0] = dx.view(xshape);
+                         dx = ops::matmul(dy2, tw);  // [rows, in]
+                         for (const LoraGroup& g : groups)
+                           rounds[0].push_back({rows_of(du, g), at.select(0, g.domain), rows_of(dx, g), false, false,
+                                                1.0, 1.0});
                        }
                        if (n[1]) grad[1] = ops::matmul(dy2, x2, true, false);
-                       if (n[2]) {
-                         Tensor da = Tensor::zeros({D, r, in}, dy2.dtype(), dy2.device());
-                         for (const LoraGroup& g : groups) {
-                           Tensor dad = da.select(0, g.domain);
-                           ops::gemm_into(du.slice(0, g.begin * per_seq, g.end * per_seq),
-                                          x2.slice(0, g.begin * per_seq, g.end * per_seq), dad, true, false, 1.0, 1.0);
-                         }
-                         grad[2] = da.view({D, r * in}).to(a_dtype);
+                       if (n[2]) da = Tensor::zeros({D, r, in}, dy2.dtype(), dy2.device());
+                       if (n[3]) db = Tensor::zeros({D, out, r}, dy2.dtype(), dy2.device());
+                       for (const LoraGroup& g : groups) {
+                         const auto k = static_cast<size_t>(seen[static_cast<size_t>(g.domain)]++);
+                         if (k == rounds.size()) rounds.emplace_back();
+                         if (n[2])  // dA_d += dU_g^T x_g
+                           rounds[k].push_back({rows_of(du, g), rows_of(x2, g), da.select(0, g.domain), true, false,
+                                                1.0, 1.0});
+                         if (n[3])  // dB_d += scale dY_g^T U_g
+                           rounds[k].push_back({rows_of(dy2, g), rows_of(u, g), db.select(0, g.domain), true, false,
+                                                scale, 1.0});
                        }
-                       if (n[3]) {
-                         Tensor db = Tensor::zeros({D, out, r}, dy2.dtype(), dy2.device());
-                         for (const LoraGroup& g : groups) {
-                           Tensor dbd = db.select(0, g.domain);
-                           ops::gemm_into(dy2.slice(0, g.begin * per_seq, g.end * per_seq),
-                                          u.slice(0, g.begin * per_seq, g.end * per_seq), dbd, true, false, scale, 1.0);
-                         }
-                         grad[3] = db.view({D, out * r}).to(b_dtype);
-                       }
+                       for (const auto& round : rounds) ops::gemm_many_into(round);
+                       if (n[0]) grad[0] = dx.view(xshape);
+                       if (n[2]) grad[2] = da.view({D, r * in}).to(a_dtype);
+                       if (n[3]) grad[3] = db.view({D, out * r}).to(b_dtype);
                        if (n.size() > 4 && n[4]) grad[4] = ops::sum_to_last(dy2);
                        return grad;
                      });

@@ -11,7 +11,10 @@
 // The fused form never holds [N, V]: rows go `chunk` at a time through one [chunk, V] scratch buffer,
 // logits_chunk = h_chunk W^T (GEMM). Its backward recomputes that chunk, turns it into
 // G = dlogits_chunk in place, then dh_chunk = G W and, when dw is given, dw += G^T h_chunk. That is
-// 1 GEMM per chunk forward and 2 (3 with dw) backward, each 2 * rows * V * d flops.
+// 1 GEMM per chunk forward and 2 (3 with dw) backward, each 2 * rows * V * d flops. When the forward is
+// given dh (a frozen W: the backward would need no dw), it forms each chunk's dlogits at once from
+// e_j = exp(x_j - m) kept in place, as dloss e_j / sum e (one exp per logit), and runs dh_chunk = G W
+// there: 2 GEMMs in all per chunk.
 
 #include <algorithm>
 #include <cmath>
@@ -42,16 +45,39 @@ void check_targets(const I* targets, int64_t n, int64_t vocab, int64_t ignore_in
 inline float exp_of(float x) { return exp_flush(x); }
 inline double exp_of(double x) { return std::exp(x); }
 
+// sum_j e^(x_j - mx), optionally storing each e^(x_j - mx) in out (which may be x). The exps are
+// vectorised and summed in T within blocks of 256, the block sums in double: the sum over a large
+// vocabulary keeps double's accuracy without a float -> double conversion per element.
+template <typename T, bool kStore>
+double sum_exp(const T* x, T mx, int64_t v, T* out) {
+  double s = 0.0;
+  for (int64_t j0 = 0; j0 < v; j0 += 256) {
+    const int64_t je = std::min(v, j0 + 256);
+    T bs = T(0);
+#pragma omp simd reduction(+ : bs)
+    for (int64_t j = j0; j < je; ++j) {
+      const T e = exp_of(x[j] - mx);
+      if constexpr (kStore) out[j] = e;
+      bs += e;
+    }
+    s += static_cast<double>(bs);
+  }
+  return s;
+}
+
 template <typename T>
-T row_lse(const T* x, int64_t v) {
+T row_max(const T* x, int64_t v) {
   T mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
   for (int64_t j = 0; j < v; ++j) mx = x[j] > mx ? x[j] : mx;
+  return mx;
+}
+
+template <typename T>
+T row_lse(const T* x, int64_t v) {
+  const T mx = row_max(x, v);
   if (mx == -INFINITY || std::isinf(mx)) return mx;  // all -inf, or +inf present: lse is that infinity
-  double s = 0.0;  // the exps are vectorised; the sum over a large vocabulary is kept in double
-#pragma omp simd reduction(+ : s)
-  for (int64_t j = 0; j < v; ++j) s += exp_of(x[j] - mx);
-  return mx + static_cast<T>(std::log(s));
+  return mx + static_cast<T>(std::log(sum_exp<T, false>(x, mx, v, nullptr)));
 }
 
 // Rows [0, n) of logits x (leading dim v): lse per row, plus the loss sum and count of counted rows.
@@ -73,6 +99,20 @@ void lse_and_loss(const T* x, const I* targets, int64_t n, int64_t v, int64_t ig
   count += c;
 }
 
+// One row in place: x <- dloss * (exp(x - l) - onehot(t)), l its lse.
+template <typename T>
+void row_softmax_minus_onehot(T* xr, int64_t t, T l, int64_t v, T dloss) {
+  const T tiny = std::numeric_limits<T>::min();
+#pragma omp simd
+  for (int64_t j = 0; j < v; ++j) {
+    // Flush subnormal results to zero: far-off tokens of a confident model give probabilities
+    // below the smallest normal, and subnormal operands slow the dh/dw GEMMs down ~10x.
+    const T g = dloss * exp_of(xr[j] - l);
+    xr[j] = (g < tiny && g > -tiny) ? T(0) : g;
+  }
+  xr[t] -= dloss;
+}
+
 // In place: x[r, :] <- dloss * (softmax(x[r, :]) - onehot(target_r)), zero rows for ignored targets.
 template <typename T, typename I>
 void softmax_minus_onehot(T* x, const I* targets, const T* lse, int64_t n, int64_t v, int64_t ignore_index, T dloss) {
@@ -80,21 +120,56 @@ void softmax_minus_onehot(T* x, const I* targets, const T* lse, int64_t n, int64
   for (int64_t r = 0; r < n; ++r) {
     T* xr = x + r * v;
     const int64_t t = static_cast<int64_t>(targets[r]);
+    if (t == ignore_index)
+      std::fill_n(xr, v, T(0));
+    else
+      row_softmax_minus_onehot(xr, t, lse[r], v, dloss);
+  }
+}
+
+// lse_and_loss and softmax_minus_onehot in one pass over each row's logits, for the fused forward
+// that also wants dlogits: e_j = exp(x_j - m) is computed once, kept in x, and scaled by dloss / sum_j e_j
+// (the same softmax; one exp per logit instead of two). Rows with an infinite max go the two-pass way.
+template <typename T, typename I>
+void lse_loss_and_dlogits(T* x, const I* targets, int64_t n, int64_t v, int64_t ignore_index, T* lse, double& loss,
+                          int64_t& count, T dloss) {
+  double l = 0.0;
+  int64_t c = 0;
+#pragma omp parallel for schedule(static) reduction(+ : l, c) if (n * v >= kParallelMin / 8)
+  for (int64_t r = 0; r < n; ++r) {
+    T* xr = x + r * v;
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    const T mx = row_max(xr, v);
+    if (mx == -INFINITY || std::isinf(mx)) {
+      lse[r] = mx;
+      if (t == ignore_index) {
+        std::fill_n(xr, v, T(0));
+        continue;
+      }
+      l += static_cast<double>(mx) - static_cast<double>(xr[t]);
+      ++c;
+      row_softmax_minus_onehot(xr, t, mx, v, dloss);
+      continue;
+    }
+    const T xt = t == ignore_index ? T(0) : xr[t];
+    const double s = sum_exp<T, true>(xr, mx, v, xr);
+    lse[r] = mx + static_cast<T>(std::log(s));
     if (t == ignore_index) {
       std::fill_n(xr, v, T(0));
       continue;
     }
-    const T l = lse[r];
-    const T tiny = std::numeric_limits<T>::min();
+    l += static_cast<double>(lse[r]) - static_cast<double>(xt);
+    ++c;
+    const T scale = static_cast<T>(static_cast<double>(dloss) / s), tiny = std::numeric_limits<T>::min();
 #pragma omp simd
     for (int64_t j = 0; j < v; ++j) {
-      // Flush subnormal results to zero: far-off tokens of a confident model give probabilities
-      // below the smallest normal, and subnormal operands slow the dh/dw GEMMs down ~10x.
-      const T g = dloss * exp_of(xr[j] - l);
-      xr[j] = (g < tiny && g > -tiny) ? T(0) : g;
+      const T g = xr[j] * scale;
+      xr[j] = (g < tiny && g > -tiny) ? T(0) : g;  // no subnormals into the dh GEMM (see above)
     }
     xr[t] -= dloss;
   }
+  loss += l;
+  count += c;
 }
 
 }  // namespace
@@ -129,10 +204,11 @@ int64_t linear_cross_entropy(const T* h, const T* w, const I* targets, int64_t n
   for (int64_t r0 = 0; r0 < n; r0 += rows) {
     const int64_t cn = std::min(rows, n - r0);
     gemm(h + r0 * d, w, logits.data(), 1, cn, vocab, d, false, true, false);
-    lse_and_loss(logits.data(), targets + r0, cn, vocab, ignore_index, lse + r0, loss, count);
-    if (dh) {  // the chunk's rows have their lse: their gradient now, while the logits are here
-      softmax_minus_onehot(logits.data(), targets + r0, lse + r0, cn, vocab, ignore_index, dloss);
+    if (dh) {  // the chunk's gradient now, while its logits are here
+      lse_loss_and_dlogits(logits.data(), targets + r0, cn, vocab, ignore_index, lse + r0, loss, count, dloss);
       gemm(logits.data(), w, dh + r0 * d, 1, cn, d, vocab, false, false, false);
+    } else {
+      lse_and_loss(logits.data(), targets + r0, cn, vocab, ignore_index, lse + r0, loss, count);
     }
   }
   *loss_sum = static_cast<T>(loss);

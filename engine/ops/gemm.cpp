@@ -60,21 +60,66 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   return c;
 }
 
-void gemm_into(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b, double alpha, double beta) {
-  check_float(a, "gemm_into", "a");
-  check_compatible(a, b, "gemm_into", "b");
-  check_compatible(a, c, "gemm_into", "c");
-  KOFF_CHECK(a.dim() == 2 && b.dim() == 2 && c.dim() == 2, "gemm_into: 2-D operands, got {}, {}, {}",
+namespace {
+// gemm_into's checks; returns the operands as the backend takes them and the call's shape.
+struct PreparedGemm {
+  GemmOperand a, b;
+  GemmShape shape;
+};
+PreparedGemm prepare_gemm_into(const Tensor& a, const Tensor& b, const Tensor& c, bool trans_a, bool trans_b,
+                               double alpha, double beta, const char* op) {
+  check_float(a, op, "a");
+  check_compatible(a, b, op, "b");
+  check_compatible(a, c, op, "c");
+  KOFF_CHECK(a.dim() == 2 && b.dim() == 2 && c.dim() == 2, "{}: 2-D operands, got {}, {}, {}", op,
              shape_str(a.shape()), shape_str(b.shape()), shape_str(c.shape()));
-  KOFF_CHECK(c.is_contiguous(), "gemm_into: the output must be contiguous, got strides {}", shape_str(c.strides()));
+  KOFF_CHECK(c.is_contiguous(), "{}: the output must be contiguous, got strides {}", op, shape_str(c.strides()));
   const int64_t m = trans_a ? a.size(1) : a.size(0), ka = trans_a ? a.size(0) : a.size(1);
   const int64_t kb = trans_b ? b.size(1) : b.size(0), n = trans_b ? b.size(0) : b.size(1);
-  KOFF_CHECK(ka == kb && c.size(0) == m && c.size(1) == n, "gemm_into: a {}{} x b {}{} does not give c {}",
+  KOFF_CHECK(ka == kb && c.size(0) == m && c.size(1) == n, "{}: a {}{} x b {}{} does not give c {}", op,
              shape_str(a.shape()), trans_a ? "^T" : "", shape_str(b.shape()), trans_b ? "^T" : "", shape_str(c.shape()));
-  GemmOperand ga = gemm_operand(a, trans_a), gb = gemm_operand(b, trans_b);
-  launch(a.device(), {"gemm", bytes_of({&a, &b, &c}), 2.0 * double(m) * double(n) * double(ka)}, &Backend::gemm, ga.t,
-         gb.t, c, 1, m, n, ka, ga.trans, gb.trans, true, alpha, beta);
-  count_gemm(1, m, n, ka);
+  KOFF_CHECK(m <= INT32_MAX && n <= INT32_MAX && ka <= INT32_MAX, "{}: sizes M={} N={} K={} exceed 32-bit BLAS", op, m,
+             n, ka);
+  PreparedGemm p{gemm_operand(a, trans_a), gemm_operand(b, trans_b), {}};
+  p.shape = {m, n, ka, p.a.trans, p.b.trans, alpha, beta};
+  return p;
+}
+}  // namespace
+
+void gemm_into(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b, double alpha, double beta) {
+  const PreparedGemm p = prepare_gemm_into(a, b, c, trans_a, trans_b, alpha, beta, "gemm_into");
+  const GemmShape& s = p.shape;
+  launch(a.device(), {"gemm", bytes_of({&a, &b, &c}), 2.0 * double(s.m) * double(s.n) * double(s.k)}, &Backend::gemm,
+         p.a.t, p.b.t, c, 1, s.m, s.n, s.k, s.trans_a, s.trans_b, true, alpha, beta);
+  count_gemm(1, s.m, s.n, s.k);
+}
+
+void gemm_many_into(const std::vector<GemmInto>& calls) {
+  if (calls.empty()) return;
+  std::vector<PreparedGemm> prepared;
+  std::vector<Tensor> outs;
+  prepared.reserve(calls.size());
+  outs.reserve(calls.size());
+  double bytes = 0.0, flops = 0.0;
+  for (const GemmInto& g : calls) {
+    check_compatible(calls.front().a, g.a, "gemm_many_into", "a");
+    prepared.push_back(prepare_gemm_into(g.a, g.b, g.c, g.trans_a, g.trans_b, g.alpha, g.beta, "gemm_many_into"));
+    outs.push_back(g.c);
+    const GemmShape& s = prepared.back().shape;
+    bytes += bytes_of({&g.a, &g.b, &g.c});
+    flops += 2.0 * double(s.m) * double(s.n) * double(s.k);
+  }
+  std::vector<const Tensor*> a, b;
+  std::vector<Tensor*> c;
+  std::vector<GemmShape> shapes;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    a.push_back(&prepared[i].a.t);
+    b.push_back(&prepared[i].b.t);
+    c.push_back(&outs[i]);
+    shapes.push_back(prepared[i].shape);
+  }
+  launch(calls.front().a.device(), {"gemm_many", bytes, flops}, &Backend::gemm_many, a, b, c, shapes);
+  for (const GemmShape& s : shapes) count_gemm(1, s.m, s.n, s.k);
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {

@@ -45,6 +45,14 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 // of a contiguous matrix; c contiguous. beta = 1 accumulates: the LoRA product goes straight into the
 // projection's output and the input gradient (autograd::linear_lora), no separate add.
 void gemm_into(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b, double alpha, double beta);
+// Several gemm_into at once, as one backend call (Backend::gemm_many): no call may read a `c` that
+// another writes. Each as gemm_into; c is a view into the tensor written.
+struct GemmInto {
+  Tensor a, b, c;
+  bool trans_a = false, trans_b = false;
+  double alpha = 1.0, beta = 0.0;
+};
+void gemm_many_into(const std::vector<GemmInto>& calls);
 // y = x W^T (+ bias): x [..., in], W [out, in], bias [out] or undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
 

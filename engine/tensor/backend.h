@@ -47,6 +47,14 @@ struct AdamWConfig {
 
 // The entries are grouped by op family; each family has a file of that name in every layer
 // (engine/ops/norm.cpp, engine/cpu/norm.cpp, cuda/norm.cu, autograd/functions/norm.cpp).
+// One GEMM of Backend::gemm_many: c = alpha op(a) op(b) + beta c, a [m, k] (or [k, m] if trans_a),
+// b [k, n] (or [n, k] if trans_b), c [m, n], all contiguous.
+struct GemmShape {
+  int64_t m = 0, n = 0, k = 0;
+  bool trans_a = false, trans_b = false;
+  double alpha = 1.0, beta = 0.0;
+};
+
 struct Backend {
   const char* name = "?";
   // Whether this device's memory is the host's (the CPU; the CUDA emulator of engine/ops). Sizes
@@ -77,6 +85,12 @@ struct Backend {
   // (it may hold NaN); beta = 1 accumulates into it (ops::gemm_into: LoRA's product added in place).
   void (*gemm)(const Tensor& a, const Tensor& b, Tensor& c, int64_t batch, int64_t m, int64_t n, int64_t k,
                bool trans_a, bool trans_b, bool b_shared, double alpha, double beta) = nullptr;
+  // Independent 2-D GEMMs (none reads what another writes), shapes[i] for a[i], b[i], c[i]: the
+  // small GEMMs of per-domain LoRA (autograd::linear_lora). The CPU runs small ones side by side, one
+  // thread each (OpenBLAS spreads a K = 8 GEMM over its threads slower than one core does it); CUDA
+  // queues them on the stream.
+  void (*gemm_many)(const std::vector<const Tensor*>& a, const std::vector<const Tensor*>& b,
+                    const std::vector<Tensor*>& c, const std::vector<GemmShape>& shapes) = nullptr;
   // out [M, N] = x2d [M, K] w [N, K]^T, plus bias [N] on every row when bias is defined (CUDA fuses
   // the bias into cuBLASLt's epilogue).
   void (*linear)(const Tensor& x2d, const Tensor& w, const Tensor& bias, Tensor& out) = nullptr;
