@@ -10,12 +10,15 @@
 # Stages, each under `timeout` capped by what is left of the budget (KOFF_GPU_BUDGET, default 540 s):
 #   deps     unpack the dev packages carried from the build machine (bench/gpu_deps.sh -> build-gpudeps/debs)
 #            into a private prefix with dpkg -x (never into /)
-#   build    configure (sm_90a + compute_90 PTX, -lineinfo) and build koff_tests and koff_cuda_bench, then
-#            koff and koff_offload_tests (a failure of the second pair costs no kernel figures)
+#   build    the binaries carried from the build machine (bench/gpu_prebuild.sh -> build-gpudeps/prebuilt.*)
+#            when their source stamp matches this tree and they load here; otherwise configure (sm_90a +
+#            compute_90 PTX, -lineinfo) and build koff_tests and koff_cuda_bench, then koff,
+#            koff_offload_tests and koff_dist_tests (a failure of the second set costs no kernel figures)
 #   tests    the op harness on CUDA against the CPU (f32 1e-5, bf16 1e-2) and tests/test_cuda.cpp
 #   bench    kernel timings and a KOFF step on a Llama-3.2-3B-shaped model (bench/cuda/gpu_bench.cpp)
-#   train    the trainer on cuda:0 against the CPU (tests/offload/test_device.cpp) and a short
-#            `koff offload --device cuda --dtype bf16 --profile` on the embedded model and corpus
+#   train    the trainer on cuda:0 against the CPU (tests/offload/test_device.cpp), NCCL on this GPU
+#            (tests/dist: DistNccl) and a short `koff offload --device cuda --dtype bf16 --profile` on the
+#            embedded model and corpus
 #   torch    the same step in PyTorch eager (bench/cuda/torch_step.py), where torch has CUDA
 #   sanitize compute-sanitizer memcheck and racecheck on the small attention and reduction cases
 # The order puts the figures first: a stage that runs out of budget is skipped and says so.
@@ -50,10 +53,10 @@ RESERVE=15  # seconds kept for packing the logs and printing the summary
 # name|cap in seconds|what it does
 STAGES=(
   "deps|30|unpack build-gpudeps/debs into $P (dpkg -x)"
-  "build|300|configure $B (sm_90a + compute_90, -lineinfo), build koff_tests koff_cuda_bench, then koff koff_offload_tests (-j$JOBS)"
+  "build|300|use build-gpudeps/prebuilt.tar.xz if its stamp matches; else configure $B (sm_90a + compute_90, -lineinfo), build koff_tests koff_cuda_bench, then koff koff_offload_tests koff_dist_tests (-j$JOBS)"
   "tests|90|koff_tests --gtest_filter='*Cuda*:*BackendsMatchCpu*' (every op on CUDA vs CPU; model-shaped kernels)"
   "bench|150|koff_cuda_bench --layers $LAYERS --seq $SEQ (kernels vs measured ceilings, KOFF step tokens/s, MFU)"
-  "train|100|koff_offload_tests DeviceTraining*:Profile*; koff offload --device cuda --dtype bf16 --profile (20 steps)"
+  "train|100|koff_offload_tests DeviceTraining*:Profile*; koff_dist_tests DistNccl*; koff offload --device cuda --dtype bf16 --profile (20 steps)"
   "torch|90|bench/cuda/torch_step.py --layers $LAYERS --seq $SEQ (PyTorch eager peer, its attention backend named)"
   "sanitize|60|compute-sanitizer memcheck + racecheck on the small attention and reduction cases"
 )
@@ -71,6 +74,7 @@ found_nccl() {
   local f
   for f in "$(dirname "$(dirname "$NVCC")")"/lib64/libnccl.so* /usr/lib/x86_64-linux-gnu/libnccl.so* \
            /usr/local/lib/python3*/dist-packages/nvidia/nccl/lib/libnccl.so* \
+           /opt/torch/.venv/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so* \
            "$HOME"/.cache/koff/venv/lib/python3*/site-packages/nvidia/nccl/lib/libnccl.so*; do
     [ -e "$f" ] && { echo "$f"; return; }
   done
@@ -80,6 +84,14 @@ found_debs() {
   local n
   n=$(ls build-gpudeps/debs/*.deb 2>/dev/null | wc -l)
   [ "$n" -gt 0 ] && echo "build-gpudeps/debs: $n packages" || echo "MISSING: run bench/gpu_deps.sh here and carry build-gpudeps"
+}
+found_prebuilt() {
+  [ -f build-gpudeps/prebuilt.tar.xz ] || { echo "none (bench/gpu_prebuild.sh makes them): built here"; return; }
+  local want have
+  want=$(cat build-gpudeps/prebuilt.stamp 2>/dev/null || echo none)
+  have=$(bash bench/source_stamp.sh)
+  [ "$want" = "$have" ] && echo "build-gpudeps/prebuilt.tar.xz, stamp $want = this tree's: used if they load" ||
+    echo "build-gpudeps/prebuilt.tar.xz of other sources (stamp $want, this tree $have): built here"
 }
 found_sanitizer() {
   local cs
@@ -96,6 +108,7 @@ inventory() {
   echo "compute-sanitizer: $(found_sanitizer)"
   echo "NCCL:              $(found_nccl)"
   echo "dev packages:      $(found_debs)"
+  echo "prebuilt binaries: $(found_prebuilt)"
 }
 
 if [ "$PLAN" -eq 1 ]; then
@@ -189,8 +202,33 @@ stage_deps() {
   ls "$P/usr/lib/x86_64-linux-gnu" | head -40
 }
 
+PREBUILT=(koff tests/koff_tests tests/offload/koff_offload_tests tests/dist/koff_dist_tests bench/cuda/koff_cuda_bench)
+# The binaries of bench/gpu_prebuild.sh, when they are of this tree and load here; else returns 1.
+use_prebuilt() {
+  [ -f build-gpudeps/prebuilt.tar.xz ] || { echo "no prebuilt binaries"; return 1; }
+  local want have b
+  want=$(cat build-gpudeps/prebuilt.stamp 2>/dev/null || echo none)
+  have=$(bash bench/source_stamp.sh)
+  [ "$want" = "$have" ] || { echo "prebuilt binaries are of other sources ($want, this tree $have)"; return 1; }
+  # They were built from /tmp/koff-src (paths to the model, the data and test work directories inside).
+  ln -sfn "$PWD" /tmp/koff-src || return 1
+  rm -rf $B && mkdir -p $B && tar -C $B -xJf build-gpudeps/prebuilt.tar.xz || return 1
+  for b in "${PREBUILT[@]}"; do
+    if ldd "$B/$b" | grep -q "not found"; then
+      echo "prebuilt $b does not load here:"; ldd "$B/$b" | grep "not found"
+      rm -rf $B; return 1
+    fi
+  done
+  $B/koff --version || { echo "prebuilt koff does not run here"; rm -rf $B; return 1; }
+  echo "using the prebuilt binaries (stamp $want)"
+}
+
 stage_build() {
   needs deps || return 1
+  if use_prebuilt; then
+    STATUS[build]="ok (prebuilt, stamp $(cat build-gpudeps/prebuilt.stamp))"
+    return 0
+  fi
   run_for 60 cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$NVCC" -DKOFF_CUDA=ON \
     -DKOFF_BENCH=OFF -DKOFF_TESTS=ON -DCMAKE_PREFIX_PATH="$P/usr" -DCMAKE_CUDA_FLAGS=-lineinfo \
     -DKOFF_OPENBLAS_OPENMP="$LIBDIR/openblas-openmp/libopenblas.so" \
@@ -199,7 +237,7 @@ stage_build() {
   run_for "$left" cmake --build $B -j"$JOBS" --target koff_tests koff_cuda_bench || return 1
   [ -x $B/tests/koff_tests ] && [ -x $B/bench/cuda/koff_cuda_bench ] || return 1
   # The training path's binaries separately: their failure must not cost the kernel tests and timings.
-  if ! run_for "$left" cmake --build $B -j"$JOBS" --target koff koff_offload_tests; then
+  if ! run_for "$left" cmake --build $B -j"$JOBS" --target koff koff_offload_tests koff_dist_tests; then
     STATUS[build]="ok (kernels); training path binaries FAILED"
   fi
 }
@@ -235,6 +273,7 @@ stage_train() {
   local rc=0
   run_for 40 $B/tests/offload/koff_offload_tests --gtest_filter='DeviceTraining*:Profile*' --gtest_brief=1 \
     --gtest_output=xml:"$LOGS/train_tests.xml" || rc=1
+  [ -x $B/tests/dist/koff_dist_tests ] && { run_for 30 $B/tests/dist/koff_dist_tests --gtest_filter='DistNccl*' || rc=1; }
   run_for 60 $B/koff offload --model models/embedded --data data/corpus --target 0.12 --steps 20 --batch 8 \
     --seq 64 --eval-tokens 1024 --device cuda --dtype bf16 --profile --out /tmp/koff-offload-gpu || rc=1
   if [ -f /tmp/koff-offload-gpu/profile.txt ]; then
@@ -272,7 +311,11 @@ stage_torch() {
   echo "| stage | status | time | figures |"
   echo "|---|---|---|---|"
 } >"$SUMMARY"
-export LD_LIBRARY_PATH=$LIBDIR:$LIBDIR/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# The carried dev packages' libraries, the toolkit's, and NCCL's wherever found (a wheel's included).
+NCCL_LIB=$(found_nccl)
+NCCL_DIR=
+[ -e "$NCCL_LIB" ] && NCCL_DIR=$(dirname "$NCCL_LIB")
+export LD_LIBRARY_PATH=$LIBDIR:$LIBDIR/openblas-openmp:$(dirname "$(dirname "$NVCC")")/lib64${NCCL_DIR:+:$NCCL_DIR}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-16}
 for s in "${STAGES[@]}"; do run_stage "$(cut -d'|' -f1 <<<"$s")"; done
 
