@@ -9,11 +9,12 @@
 namespace {
 
 const bool env_registered = koff::cli::add_command(
-    {"env", "print the CPU runtime settings koff uses (OpenBLAS kernels, OpenMP wait policy) as shell exports",
+    {"env", "print the CPU runtime settings koff uses (OpenBLAS kernels, OpenMP wait policy, malloc) as shell exports",
      [](CLI::App&) {
        return []() {
          fmt::print("# {}\n", koff::cpu::runtime_summary());
-         for (const char* name : {"OPENBLAS_CORETYPE", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KOFF_CPU_RUNTIME_SET"})
+         for (const char* name : {"OPENBLAS_CORETYPE", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MALLOC_MMAP_THRESHOLD_",
+                                  "MALLOC_TRIM_THRESHOLD_", "KOFF_CPU_RUNTIME_SET", "KOFF_MALLOC_SET"})
            if (const char* v = std::getenv(name)) fmt::print("export {}='{}'\n", name, v);
          return 0;
        };

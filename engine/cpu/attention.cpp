@@ -59,11 +59,6 @@ constexpr int64_t kTileRows = 64;
 constexpr int64_t kScratchBytes = int64_t(1) << 20;
 constexpr int64_t kMinTileRows = 16;
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define KOFF_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define KOFF_SIMD_CLONES
-#endif
 
 template <typename T>
 int64_t tile_rows(int64_t cols) {
@@ -417,7 +412,6 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 }
 
 #undef KOFF_INLINE
-#undef KOFF_SIMD_CLONES
 
 // ---- the CPU backend's entries (engine/tensor/backend.h) ----
 

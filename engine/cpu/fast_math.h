@@ -12,6 +12,18 @@
 #define KOFF_INLINE inline
 #endif
 
+// The project compiles for baseline x86-64 (SSE2, 4 float lanes). A float kernel's inner loops marked
+// with this are built three times, for AVX-512 (x86-64-v4), AVX2+FMA (v3) and the baseline, and the
+// loader picks the one this CPU runs (GCC target_clones, an ifunc). Put it on a non-template function
+// whose body is inlined (KOFF_INLINE) template code and call it from inside the OpenMP loop, not around
+// it. The AVX2/AVX-512 versions contract a*b+c into FMAs: results differ from the baseline build in
+// the last bit, as between any two machines of different ISA levels.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define KOFF_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KOFF_SIMD_CLONES
+#endif
+
 namespace koff::cpu {
 
 // e^x for float, written so that `#pragma omp simd` loops vectorise it: straight-line arithmetic, the

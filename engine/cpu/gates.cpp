@@ -56,22 +56,17 @@ void sum_groups_product(const T* dy, const T* x, T* dz, int64_t rows, int64_t gr
   });
 }
 
+namespace {
 template <typename T>
-void swiglu_gated(const T* gate, const T* up, const T* z, T* out, int64_t rows, int64_t cols) {
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin / 8)
-  for (int64_t r = 0; r < rows; ++r) {
-    const T *g = gate + r * cols, *u = up + r * cols;
-    T* o = out + r * cols;
+KOFF_INLINE void swiglu_gated_row_impl(const T* g, const T* u, const T* z, T* o, int64_t cols) {
 #pragma omp simd
-    for (int64_t c = 0; c < cols; ++c) o[c] = g[c] * sigmoid(g[c]) * u[c] * z[c];
-  }
+  for (int64_t c = 0; c < cols; ++c) o[c] = g[c] * sigmoid(g[c]) * u[c] * z[c];
 }
 
-namespace {
 // One row of the gated SwiGLU backward; with kWantDz also adds dy silu(g) u into acc[c].
 template <typename T, bool kWantDz>
-inline void swiglu_gated_backward_row(const T* dy, const T* gate, const T* up, const T* z, T* dgate, T* dup,
-                                      double* acc, int64_t cols) {
+KOFF_INLINE void swiglu_gated_backward_row_impl(const T* dy, const T* gate, const T* up, const T* z, T* dgate, T* dup,
+                                                double* acc, int64_t cols) {
 #pragma omp simd
   for (int64_t c = 0; c < cols; ++c) {
     const T g = gate[c], s = sigmoid(g), d = dy[c] * z[c];
@@ -80,7 +75,36 @@ inline void swiglu_gated_backward_row(const T* dy, const T* gate, const T* up, c
     if constexpr (kWantDz) acc[c] += static_cast<double>(dy[c]) * static_cast<double>(g * s * up[c]);
   }
 }
+
+// The rows as the OpenMP loops call them, the float ones built per ISA level (KOFF_SIMD_CLONES in
+// fast_math.h: the sigmoid's exp 16 lanes wide on AVX-512 instead of SSE2's 4).
+KOFF_SIMD_CLONES void swiglu_gated_row(const float* g, const float* u, const float* z, float* o, int64_t cols) {
+  swiglu_gated_row_impl(g, u, z, o, cols);
+}
+void swiglu_gated_row(const double* g, const double* u, const double* z, double* o, int64_t cols) {
+  swiglu_gated_row_impl(g, u, z, o, cols);
+}
+KOFF_SIMD_CLONES void swiglu_gated_backward_row(const float* dy, const float* gate, const float* up, const float* z,
+                                                float* dgate, float* dup, double* acc, int64_t cols) {
+  if (acc)
+    swiglu_gated_backward_row_impl<float, true>(dy, gate, up, z, dgate, dup, acc, cols);
+  else
+    swiglu_gated_backward_row_impl<float, false>(dy, gate, up, z, dgate, dup, acc, cols);
+}
+void swiglu_gated_backward_row(const double* dy, const double* gate, const double* up, const double* z, double* dgate,
+                               double* dup, double* acc, int64_t cols) {
+  if (acc)
+    swiglu_gated_backward_row_impl<double, true>(dy, gate, up, z, dgate, dup, acc, cols);
+  else
+    swiglu_gated_backward_row_impl<double, false>(dy, gate, up, z, dgate, dup, acc, cols);
+}
 }  // namespace
+
+template <typename T>
+void swiglu_gated(const T* gate, const T* up, const T* z, T* out, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin / 8)
+  for (int64_t r = 0; r < rows; ++r) swiglu_gated_row(gate + r * cols, up + r * cols, z, out + r * cols, cols);
+}
 
 template <typename T>
 void swiglu_gated_backward(const T* dy, const T* gate, const T* up, const T* z, T* dgate, T* dup, T* dz, int64_t rows,
@@ -89,13 +113,13 @@ void swiglu_gated_backward(const T* dy, const T* gate, const T* up, const T* z, 
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin / 8)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t o = r * cols;
-      swiglu_gated_backward_row<T, false>(dy + o, gate + o, up + o, z, dgate + o, dup + o, nullptr, cols);
+      swiglu_gated_backward_row(dy + o, gate + o, up + o, z, dgate + o, dup + o, nullptr, cols);
     }
     return;
   }
   reduce_rows(rows, cols, dz, [&](int64_t r, double* acc) {
     const int64_t o = r * cols;
-    swiglu_gated_backward_row<T, true>(dy + o, gate + o, up + o, z, dgate + o, dup + o, acc, cols);
+    swiglu_gated_backward_row(dy + o, gate + o, up + o, z, dgate + o, dup + o, acc, cols);
   });
 }
 

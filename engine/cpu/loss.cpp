@@ -42,14 +42,14 @@ void check_targets(const I* targets, int64_t n, int64_t vocab, int64_t ignore_in
 }
 
 // e^x: the vectorisable float version (<= 1.02 ulp, flushes below e^-87), exact std::exp for f64.
-inline float exp_of(float x) { return exp_flush(x); }
+KOFF_INLINE float exp_of(float x) { return exp_flush(x); }
 inline double exp_of(double x) { return std::exp(x); }
 
 // sum_j e^(x_j - mx), optionally storing each e^(x_j - mx) in out (which may be x). The exps are
 // vectorised and summed in T within blocks of 256, the block sums in double: the sum over a large
 // vocabulary keeps double's accuracy without a float -> double conversion per element.
 template <typename T, bool kStore>
-double sum_exp(const T* x, T mx, int64_t v, T* out) {
+KOFF_INLINE double sum_exp(const T* x, T mx, int64_t v, T* out) {
   double s = 0.0;
   for (int64_t j0 = 0; j0 < v; j0 += 256) {
     const int64_t je = std::min(v, j0 + 256);
@@ -66,7 +66,7 @@ double sum_exp(const T* x, T mx, int64_t v, T* out) {
 }
 
 template <typename T>
-T row_max(const T* x, int64_t v) {
+KOFF_INLINE T row_max(const T* x, int64_t v) {
   T mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
   for (int64_t j = 0; j < v; ++j) mx = x[j] > mx ? x[j] : mx;
@@ -74,10 +74,72 @@ T row_max(const T* x, int64_t v) {
 }
 
 template <typename T>
-T row_lse(const T* x, int64_t v) {
+KOFF_INLINE T row_lse(const T* x, int64_t v) {
   const T mx = row_max(x, v);
   if (mx == -INFINITY || std::isinf(mx)) return mx;  // all -inf, or +inf present: lse is that infinity
   return mx + static_cast<T>(std::log(sum_exp<T, false>(x, mx, v, nullptr)));
+}
+
+// One row in place: x <- dloss * (exp(x - l) - onehot(t)), l its lse.
+template <typename T>
+KOFF_INLINE void row_softmax_minus_onehot(T* xr, int64_t t, T l, int64_t v, T dloss) {
+  const T tiny = std::numeric_limits<T>::min();
+#pragma omp simd
+  for (int64_t j = 0; j < v; ++j) {
+    // Flush subnormal results to zero: far-off tokens of a confident model give probabilities
+    // below the smallest normal, and subnormal operands slow the dh/dw GEMMs down ~10x.
+    const T g = dloss * exp_of(xr[j] - l);
+    xr[j] = (g < tiny && g > -tiny) ? T(0) : g;
+  }
+  xr[t] -= dloss;
+}
+
+// One row of the fused forward that also wants dlogits, in place (t < 0: an ignored row, zeroed):
+// e_j = exp(x_j - m) computed once, kept in x and scaled by dloss / sum_j e_j (the same softmax; one exp
+// per logit instead of two). A row with an infinite max goes the two-pass way. Returns lse; *xt gets
+// the target's logit (read before it is overwritten).
+template <typename T>
+KOFF_INLINE T row_lse_and_dlogits(T* xr, int64_t t, int64_t v, T dloss, T* xt) {
+  const T mx = row_max(xr, v);
+  *xt = t < 0 ? T(0) : xr[t];
+  if (mx == -INFINITY || std::isinf(mx)) {
+    if (t < 0)
+      std::fill_n(xr, v, T(0));
+    else
+      row_softmax_minus_onehot(xr, t, mx, v, dloss);
+    return mx;
+  }
+  const double s = sum_exp<T, true>(xr, mx, v, xr);
+  const T lse = mx + static_cast<T>(std::log(s));
+  if (t < 0) {
+    std::fill_n(xr, v, T(0));
+    return lse;
+  }
+  const T scale = static_cast<T>(static_cast<double>(dloss) / s), tiny = std::numeric_limits<T>::min();
+#pragma omp simd
+  for (int64_t j = 0; j < v; ++j) {
+    const T g = xr[j] * scale;
+    xr[j] = (g < tiny && g > -tiny) ? T(0) : g;  // no subnormals into the dh GEMM (see above)
+  }
+  xr[t] -= dloss;
+  return lse;
+}
+
+// The row steps as called from the OpenMP loops: the float ones built per ISA level
+// (KOFF_SIMD_CLONES, fast_math.h: AVX-512 runs the exps 16 lanes wide instead of SSE2's 4).
+KOFF_SIMD_CLONES float lse_row(const float* x, int64_t v) { return row_lse(x, v); }
+double lse_row(const double* x, int64_t v) { return row_lse(x, v); }
+KOFF_SIMD_CLONES void softmax_onehot_row(float* x, int64_t t, float l, int64_t v, float dloss) {
+  row_softmax_minus_onehot(x, t, l, v, dloss);
+}
+void softmax_onehot_row(double* x, int64_t t, double l, int64_t v, double dloss) {
+  row_softmax_minus_onehot(x, t, l, v, dloss);
+}
+KOFF_SIMD_CLONES float lse_dlogits_row(float* x, int64_t t, int64_t v, float dloss, float* xt) {
+  return row_lse_and_dlogits(x, t, v, dloss, xt);
+}
+double lse_dlogits_row(double* x, int64_t t, int64_t v, double dloss, double* xt) {
+  return row_lse_and_dlogits(x, t, v, dloss, xt);
 }
 
 // Rows [0, n) of logits x (leading dim v): lse per row, plus the loss sum and count of counted rows.
@@ -89,7 +151,7 @@ void lse_and_loss(const T* x, const I* targets, int64_t n, int64_t v, int64_t ig
 #pragma omp parallel for schedule(static) reduction(+ : l, c) if (n * v >= kParallelMin / 8)
   for (int64_t r = 0; r < n; ++r) {
     const T* xr = x + r * v;
-    lse[r] = row_lse(xr, v);
+    lse[r] = lse_row(xr, v);
     const int64_t t = static_cast<int64_t>(targets[r]);
     if (t == ignore_index) continue;
     l += static_cast<double>(lse[r]) - static_cast<double>(xr[t]);
@@ -97,20 +159,6 @@ void lse_and_loss(const T* x, const I* targets, int64_t n, int64_t v, int64_t ig
   }
   loss += l;
   count += c;
-}
-
-// One row in place: x <- dloss * (exp(x - l) - onehot(t)), l its lse.
-template <typename T>
-void row_softmax_minus_onehot(T* xr, int64_t t, T l, int64_t v, T dloss) {
-  const T tiny = std::numeric_limits<T>::min();
-#pragma omp simd
-  for (int64_t j = 0; j < v; ++j) {
-    // Flush subnormal results to zero: far-off tokens of a confident model give probabilities
-    // below the smallest normal, and subnormal operands slow the dh/dw GEMMs down ~10x.
-    const T g = dloss * exp_of(xr[j] - l);
-    xr[j] = (g < tiny && g > -tiny) ? T(0) : g;
-  }
-  xr[t] -= dloss;
 }
 
 // In place: x[r, :] <- dloss * (softmax(x[r, :]) - onehot(target_r)), zero rows for ignored targets.
@@ -123,13 +171,11 @@ void softmax_minus_onehot(T* x, const I* targets, const T* lse, int64_t n, int64
     if (t == ignore_index)
       std::fill_n(xr, v, T(0));
     else
-      row_softmax_minus_onehot(xr, t, lse[r], v, dloss);
+      softmax_onehot_row(xr, t, lse[r], v, dloss);
   }
 }
 
-// lse_and_loss and softmax_minus_onehot in one pass over each row's logits, for the fused forward
-// that also wants dlogits: e_j = exp(x_j - m) is computed once, kept in x, and scaled by dloss / sum_j e_j
-// (the same softmax; one exp per logit instead of two). Rows with an infinite max go the two-pass way.
+// lse_and_loss and softmax_minus_onehot in one pass over each row (row_lse_and_dlogits).
 template <typename T, typename I>
 void lse_loss_and_dlogits(T* x, const I* targets, int64_t n, int64_t v, int64_t ignore_index, T* lse, double& loss,
                           int64_t& count, T dloss) {
@@ -137,36 +183,13 @@ void lse_loss_and_dlogits(T* x, const I* targets, int64_t n, int64_t v, int64_t 
   int64_t c = 0;
 #pragma omp parallel for schedule(static) reduction(+ : l, c) if (n * v >= kParallelMin / 8)
   for (int64_t r = 0; r < n; ++r) {
-    T* xr = x + r * v;
     const int64_t t = static_cast<int64_t>(targets[r]);
-    const T mx = row_max(xr, v);
-    if (mx == -INFINITY || std::isinf(mx)) {
-      lse[r] = mx;
-      if (t == ignore_index) {
-        std::fill_n(xr, v, T(0));
-        continue;
-      }
-      l += static_cast<double>(mx) - static_cast<double>(xr[t]);
-      ++c;
-      row_softmax_minus_onehot(xr, t, mx, v, dloss);
-      continue;
-    }
-    const T xt = t == ignore_index ? T(0) : xr[t];
-    const double s = sum_exp<T, true>(xr, mx, v, xr);
-    lse[r] = mx + static_cast<T>(std::log(s));
-    if (t == ignore_index) {
-      std::fill_n(xr, v, T(0));
-      continue;
-    }
+    const bool ignored = t == ignore_index;
+    T xt;
+    lse[r] = lse_dlogits_row(x + r * v, ignored ? -1 : t, v, dloss, &xt);
+    if (ignored) continue;
     l += static_cast<double>(lse[r]) - static_cast<double>(xt);
     ++c;
-    const T scale = static_cast<T>(static_cast<double>(dloss) / s), tiny = std::numeric_limits<T>::min();
-#pragma omp simd
-    for (int64_t j = 0; j < v; ++j) {
-      const T g = xr[j] * scale;
-      xr[j] = (g < tiny && g > -tiny) ? T(0) : g;  // no subnormals into the dh GEMM (see above)
-    }
-    xr[t] -= dloss;
   }
   loss += l;
   count += c;

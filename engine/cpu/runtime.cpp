@@ -1,11 +1,13 @@
 #include "engine/cpu/runtime.h"
 
+#include <malloc.h>
 #include <omp.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <string_view>
 
 #include <fmt/core.h>
@@ -48,9 +50,27 @@ std::string best_core_for_this_cpu() {
   return "";
 }
 
+// glibc's malloc, for a training loop that frees and reallocates the same few hundred MB every step.
+constexpr const char* kMallocMarker = "KOFF_MALLOC_SET";
+constexpr int kMmapThreshold = 32 << 20;   // glibc's largest: blocks up to 32 MiB come from the heap
+constexpr int kTrimThreshold = 0x7fffffff;  // return the heap's free top to the OS only beyond 2 GiB
+
+void keep_freed_memory() {
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_") ||
+      std::getenv("GLIBC_TUNABLES"))
+    return;  // the user's (or a parent koff's, inherited) settings
+  // This process: mallopt. Its children and a restart: glibc reads these at start-up.
+  mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
+  mallopt(M_TRIM_THRESHOLD, kTrimThreshold);
+  ::setenv("MALLOC_MMAP_THRESHOLD_", std::to_string(kMmapThreshold).c_str(), 1);
+  ::setenv("MALLOC_TRIM_THRESHOLD_", std::to_string(kTrimThreshold).c_str(), 1);
+  ::setenv(kMallocMarker, "1", 1);
+}
+
 }  // namespace
 
 void settle_environment(char** argv) {
+  keep_freed_memory();
   if (std::getenv(kMarker)) return;  // the restarted process, or a parent already did this
   std::string set;
   if (!std::getenv("OPENBLAS_CORETYPE") && openblas_get_corename) {
@@ -91,6 +111,12 @@ std::string runtime_summary() {
     for (size_t p; (p = what.find(';')) != std::string::npos;) what.replace(p, 1, ", ");
     line += fmt::format("; set by koff: {}", what);
   }
+  const char* mmap = std::getenv("MALLOC_MMAP_THRESHOLD_");
+  const char* trim = std::getenv("MALLOC_TRIM_THRESHOLD_");
+  if (mmap || trim)
+    line += fmt::format("; malloc keeps freed memory (MALLOC_MMAP_THRESHOLD_={}, MALLOC_TRIM_THRESHOLD_={}{})",
+                        mmap ? mmap : "default", trim ? trim : "default",
+                        std::getenv(kMallocMarker) ? ", set by koff" : "");
   if (!restart_failure.empty()) line += "; " + restart_failure;
   return line;
 }

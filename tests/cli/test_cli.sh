@@ -162,5 +162,22 @@ PY
   rm -f "$work/truncated.gguf" "$work/unknown_type.gguf" "$work/contradicts.gguf"
 fi
 
+# --- the CPU runtime (engine/cpu/runtime.h) ---
+# A bare environment: koff settles OpenMP's wait policy and malloc's thresholds (and the OpenBLAS
+# kernels where this CPU needs it) and `koff env` shows them as exports.
+bare=(env -u OPENBLAS_CORETYPE -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_
+      -u GLIBC_TUNABLES -u KOFF_CPU_RUNTIME_SET -u KOFF_MALLOC_SET)
+run env_bare 0 "${bare[@]}" "$koff" env
+for want in "^export OMP_WAIT_POLICY='passive'" "^export MALLOC_MMAP_THRESHOLD_='33554432'" \
+            "^export MALLOC_TRIM_THRESHOLD_='2147483647'" "malloc keeps freed memory.*set by koff"; do
+  if grep -q "$want" "$work/env_bare.out"; then ok; else bad "env_bare: no line matching '$want' in: $(cat "$work/env_bare.out")"; fi
+done
+# The user's own settings are left alone.
+run env_user 0 "${bare[@]}" OMP_WAIT_POLICY=active MALLOC_TRIM_THRESHOLD_=1000000 "$koff" env
+if grep -q "^export OMP_WAIT_POLICY='active'" "$work/env_user.out" &&
+   grep -q "^export MALLOC_TRIM_THRESHOLD_='1000000'" "$work/env_user.out" &&
+   ! grep -q "^export MALLOC_MMAP_THRESHOLD_\|^export KOFF_MALLOC_SET\|set by koff: .*OMP_WAIT_POLICY" "$work/env_user.out"; then ok; else
+  bad "env_user: the user's settings were changed: $(cat "$work/env_user.out")"; fi
+
 echo "cli: $passed passed, $failures failed"
 [ "$failures" -eq 0 ]
