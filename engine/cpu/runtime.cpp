@@ -118,6 +118,12 @@ std::string runtime_summary() {
                         mmap ? mmap : "default", trim ? trim : "default",
                         std::getenv(kMallocMarker) ? ", set by koff" : "");
   if (!restart_failure.empty()) line += "; " + restart_failure;
+  // Left to the user, but said: libgomp's dynamic mode reads /proc/loadavg at every parallel region
+  // (measured: a 3-step embedded KOFF run went past 100 s, mostly system time, against ~2 s).
+  if (const char* dyn = std::getenv("OMP_DYNAMIC"); dyn && (std::string_view(dyn) == "true" ||
+                                                          std::string_view(dyn) == "TRUE" || std::string_view(dyn) == "1"))
+    line += "; WARNING: OMP_DYNAMIC=true makes OpenMP read the load average at every parallel region, which "
+            "slows koff down many times over: unset it";
   return line;
 }
 

@@ -23,6 +23,9 @@
 //                      children. Not when the user set MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or
 //                      GLIBC_TUNABLES.
 //
+// OMP_DYNAMIC=true is left alone but warned about in runtime_summary(): libgomp then reads the load
+// average at every parallel region (a 3-step embedded run took over 100 s, mostly system time).
+//
 // settle_environment() (called first thing by the koff binary and the benchmarks) sets what the user
 // did not, and restarts the process once with it (execv of /proc/self/exe, same pid and arguments;
 // KOFF_CPU_RUNTIME_SET marks the restarted process). Anything the user set is left alone.

@@ -178,6 +178,9 @@ if grep -q "^export OMP_WAIT_POLICY='active'" "$work/env_user.out" &&
    grep -q "^export MALLOC_TRIM_THRESHOLD_='1000000'" "$work/env_user.out" &&
    ! grep -q "^export MALLOC_MMAP_THRESHOLD_\|^export KOFF_MALLOC_SET\|set by koff: .*OMP_WAIT_POLICY" "$work/env_user.out"; then ok; else
   bad "env_user: the user's settings were changed: $(cat "$work/env_user.out")"; fi
+run env_dynamic 0 "${bare[@]}" OMP_DYNAMIC=true "$koff" env
+if grep -q "WARNING: OMP_DYNAMIC=true" "$work/env_dynamic.out"; then ok; else
+  bad "env_dynamic: no warning about OMP_DYNAMIC=true: $(cat "$work/env_dynamic.out")"; fi
 
 echo "cli: $passed passed, $failures failed"
 [ "$failures" -eq 0 ]
