@@ -79,6 +79,11 @@ std::vector<LoraGroup> lora_groups(const std::vector<int64_t>& domain_of_sequenc
   return groups;
 }
 
+// The rows of group g in a [sequences * per_seq, cols] matrix.
+static Tensor group_rows(const Tensor& t, const LoraGroup& g, int64_t per_seq) {
+  return t.slice(0, g.begin * per_seq, g.end * per_seq);
+}
+
 Variable linear_lora(const Variable& x, const Variable& w, const Variable& bias, const Variable& a_table,
                      const Variable& b_table, const std::vector<LoraGroup>& groups, int64_t rank, double scale) {
   // Per group g (rows x_g of one domain d), with A = A_d [r, in], B = B_d [out, r], U_g = x_g A^T:
@@ -110,9 +115,7 @@ Variable linear_lora(const Variable& x, const Variable& w, const Variable& bias,
   Tensor y2 = y.view({rows, out});
   Tensor u = Tensor::empty({rows, r}, tx.dtype(), tx.device());
   // The groups' GEMMs side by side (ops::gemm_many_into): first every U_g, then every y_g += scale U_g B^T.
-  const auto rows_of = [per_seq](const Tensor& t, const LoraGroup& g) {
-    return t.slice(0, g.begin * per_seq, g.end * per_seq);
-  };
+  const auto rows_of = [per_seq](const Tensor& t, const LoraGroup& g) { return group_rows(t, g, per_seq); };
   std::vector<ops::GemmInto> first, second;
   for (const LoraGroup& g : groups) {
     first.push_back({rows_of(x2, g), at.select(0, g.domain), rows_of(u, g), false, true, 1.0, 0.0});
@@ -130,7 +133,7 @@ Variable linear_lora(const Variable& x, const Variable& w, const Variable& bias,
                        const Tensor dy2 = dy.contiguous().reshape({rows, out});
                        Tensor du = Tensor::empty({rows, r}, dy2.dtype(), dy2.device());
                        const auto rows_of = [per_seq](const Tensor& t, const LoraGroup& g) {
-                         return t.slice(0, g.begin * per_seq, g.end * per_seq);
+                         return group_rows(t, g, per_seq);
                        };
                        std::vector<ops::GemmInto> dus;
                        for (const LoraGroup& g : groups)

@@ -160,14 +160,15 @@ double OffloadTrainer::train_step(int64_t step, bool recovery, double* s_hat_out
     // sequences, so the order changes only the order of float additions.
     std::vector<int64_t> order(static_cast<size_t>(local));
     for (int64_t i = 0; i < local; ++i) order[static_cast<size_t>(i)] = lo + i;
+    const auto sequence_index = [&](int64_t g) { return static_cast<uint64_t>((step * s.accum + a) * B + g); };
     const auto domain_of = [&](int64_t g) {
-      return static_cast<int64_t>(static_cast<uint64_t>((step * s.accum + a) * B + g) % static_cast<uint64_t>(D));
+      return static_cast<int64_t>(sequence_index(g) % static_cast<uint64_t>(D));
     };
     std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return domain_of(x) < domain_of(y); });
     for (int64_t i = 0; i < local; ++i) {                                      // row in this rank's batch
       const int64_t g = order[static_cast<size_t>(i)];                         // its sequence in the step
-      const uint64_t j = static_cast<uint64_t>((step * s.accum + a) * B + g);  // global sequence index
-      const int64_t d = domain_of(g);
+      const uint64_t j = sequence_index(g);                                    // global sequence index
+      const int64_t d = static_cast<int64_t>(j % static_cast<uint64_t>(D));
       const auto& stream = streams_[static_cast<size_t>(d)];
       const Philox rng(s.seed, 0xDA7A0000ull + static_cast<uint64_t>(d));
       const int64_t start = static_cast<int64_t>(rng.bits(j) % static_cast<uint64_t>(stream.size() - static_cast<size_t>(T) - 1));

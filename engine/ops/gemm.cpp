@@ -96,27 +96,25 @@ void gemm_into(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool t
 
 void gemm_many_into(const std::vector<GemmInto>& calls) {
   if (calls.empty()) return;
+  // Reserved up front: a, b and c point into prepared and outs.
   std::vector<PreparedGemm> prepared;
   std::vector<Tensor> outs;
   prepared.reserve(calls.size());
   outs.reserve(calls.size());
-  double bytes = 0.0, flops = 0.0;
-  for (const GemmInto& g : calls) {
-    check_compatible(calls.front().a, g.a, "gemm_many_into", "a");
-    prepared.push_back(prepare_gemm_into(g.a, g.b, g.c, g.trans_a, g.trans_b, g.alpha, g.beta, "gemm_many_into"));
-    outs.push_back(g.c);
-    const GemmShape& s = prepared.back().shape;
-    bytes += bytes_of({&g.a, &g.b, &g.c});
-    flops += 2.0 * double(s.m) * double(s.n) * double(s.k);
-  }
   std::vector<const Tensor*> a, b;
   std::vector<Tensor*> c;
   std::vector<GemmShape> shapes;
-  for (size_t i = 0; i < calls.size(); ++i) {
-    a.push_back(&prepared[i].a.t);
-    b.push_back(&prepared[i].b.t);
-    c.push_back(&outs[i]);
-    shapes.push_back(prepared[i].shape);
+  double bytes = 0.0, flops = 0.0;
+  for (const GemmInto& g : calls) {
+    check_compatible(calls.front().a, g.a, "gemm_many_into", "a");
+    const PreparedGemm& p =
+        prepared.emplace_back(prepare_gemm_into(g.a, g.b, g.c, g.trans_a, g.trans_b, g.alpha, g.beta, "gemm_many_into"));
+    a.push_back(&p.a.t);
+    b.push_back(&p.b.t);
+    c.push_back(&outs.emplace_back(g.c));
+    shapes.push_back(p.shape);
+    bytes += bytes_of({&g.a, &g.b, &g.c});
+    flops += 2.0 * double(p.shape.m) * double(p.shape.n) * double(p.shape.k);
   }
   launch(calls.front().a.device(), {"gemm_many", bytes, flops}, &Backend::gemm_many, a, b, c, shapes);
   for (const GemmShape& s : shapes) count_gemm(1, s.m, s.n, s.k);
