@@ -124,6 +124,10 @@ const bool offload_registered = koff::cli::add_command({"offload", "learn a mask
                    "start over when --out holds another run (other model, data or settings): its files are removed; "
                    "without it such a run is refused");
       add_device_options(sub, *dev);
+      sub.add_flag("--fixed-threads", [job](int64_t n) { job->adaptive_threads = n == 0; },
+                   "CPU: run every step on the starting thread count (OMP_NUM_THREADS, else all cores); by "
+                   "default fewer threads run while other processes hold cores, chosen by timing the steps "
+                   "(logged when it acts)");
       return [=]() {
         job->settings.memory.lora = !*no_lora;
         job->settings.memory.kv = !*no_kv;

@@ -1,9 +1,10 @@
-// Shared helpers of the CPU kernels: when a loop is worth an OpenMP team, and deterministic
-// per-thread partial sums for reductions that collapse rows into a short vector.
+// Shared helpers of the CPU kernels: when a loop is worth an OpenMP team, and reductions whose result
+// does not depend on the number of threads.
 #pragma once
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -31,24 +32,45 @@ KOFF_INLINE T sigmoid(T x) {
     return T(1) / (T(1) + std::exp(-x));
 }
 
-// out[c] = sum_r f(r, c) for r in [0, rows), c in [0, cols), accumulated in double. Rows are split
-// statically over threads; each thread sums into its own row of `partials` and the rows are added in
-// thread order, so the result is deterministic for a given thread count and needs no atomics.
+// Reductions give the same bits on any number of threads (engine/cpu/threads.h changes the count while
+// a run goes on; a resumed run must match an uninterrupted one): [0, n) is cut into a fixed number of
+// chunks, kReduceChunks or n when smaller, each reduced in index order (on whichever thread), and the
+// chunks' results are added in chunk order. 32 chunks keep up to 32 threads busy.
+constexpr int64_t kReduceChunks = 32;
+inline int64_t reduce_chunks(int64_t n) { return std::clamp<int64_t>(n, 1, kReduceChunks); }
+
+// sum over chunks of chunk(begin, end), an Acc with +=; chunks in parallel when `parallel`.
+template <typename Acc, typename ChunkFn>
+Acc sum_chunks(int64_t n, bool parallel, ChunkFn&& chunk) {
+  if (n <= 0) return Acc{};
+  const int64_t chunks = reduce_chunks(n);
+  Acc part[kReduceChunks] = {};
+#pragma omp parallel for schedule(static) if (parallel && chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) part[c] = chunk(n * c / chunks, n * (c + 1) / chunks);
+  Acc total = part[0];
+  for (int64_t c = 1; c < chunks; ++c) total += part[c];
+  return total;
+}
+
+// out[c] = sum_r f(r, c) for r in [0, rows), c in [0, cols), accumulated in double: each chunk of rows
+// sums into its own row of partials (add_row(r, acc) adds row r's terms into acc[0, cols)), and the
+// partial rows are added in chunk order. No atomics; the same bits on any number of threads.
 template <typename T, typename RowFn>
 void reduce_rows(int64_t rows, int64_t cols, T* out, RowFn&& add_row) {
-  const int nt = (rows * cols >= kParallelMin) ? max_threads() : 1;
-  std::vector<double> partials(static_cast<size_t>(nt) * static_cast<size_t>(cols), 0.0);
-#pragma omp parallel num_threads(nt)
-  {
-    double* acc = partials.data() + static_cast<size_t>(omp_get_thread_num()) * static_cast<size_t>(cols);
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) add_row(r, acc);
+  const int64_t chunks = reduce_chunks(rows);
+  std::vector<double> partials(static_cast<size_t>(chunks) * static_cast<size_t>(cols), 0.0);
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin && chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    double* acc = partials.data() + static_cast<size_t>(c) * static_cast<size_t>(cols);
+    for (int64_t r = rows * c / chunks; r < rows * (c + 1) / chunks; ++r) add_row(r, acc);
   }
-  for (int64_t c = 0; c < cols; ++c) {
-    double s = 0.0;
-    for (int t = 0; t < nt; ++t) s += partials[static_cast<size_t>(t) * static_cast<size_t>(cols) + c];
-    out[c] = static_cast<T>(s);
+  double* total = partials.data();
+  for (int64_t c = 1; c < chunks; ++c) {
+    const double* p = partials.data() + static_cast<size_t>(c) * static_cast<size_t>(cols);
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) total[j] += p[j];
   }
+  for (int64_t j = 0; j < cols; ++j) out[j] = static_cast<T>(total[j]);
 }
 
 }  // namespace koff::cpu

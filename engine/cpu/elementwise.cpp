@@ -76,18 +76,22 @@ void sum_to_last(const T* x, T* out, int64_t rows, int64_t cols) {
 
 template <typename T>
 T sum(const T* a, int64_t n) {
-  double s = 0.0;
-#pragma omp parallel for simd schedule(static) reduction(+ : s) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) s += a[i];
-  return static_cast<T>(s);
+  return static_cast<T>(sum_chunks<double>(n, n >= kParallelMin, [&](int64_t begin, int64_t end) {
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = begin; i < end; ++i) s += a[i];
+    return s;
+  }));
 }
 
 template <typename T>
 T dot(const T* a, const T* b, int64_t n) {
-  double s = 0.0;
-#pragma omp parallel for simd schedule(static) reduction(+ : s) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
-  return static_cast<T>(s);
+  return static_cast<T>(sum_chunks<double>(n, n >= kParallelMin, [&](int64_t begin, int64_t end) {
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = begin; i < end; ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+    return s;
+  }));
 }
 
 template <typename T>

@@ -5,6 +5,10 @@
 #include <algorithm>
 
 #include <climits>
+#include <cstring>
+#include <vector>
+
+#include <omp.h>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/tensor/error.h"
@@ -13,21 +17,65 @@ namespace koff::cpu {
 
 namespace {
 
-void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+void blas_call(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
               static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
               c, static_cast<int>(ldc));
 }
 
-void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
+void blas_call(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
                const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
               static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
               c, static_cast<int>(ldc));
 }
 
+// The same bits on any number of threads (engine/cpu/threads.h changes the count during a run):
+// OpenBLAS's threaded and single-threaded drivers cut K differently when it exceeds their block (GEMM_Q,
+// 384 for the AVX-512 sgemm kernels), which changes the summation order; with K <= 256 a call is one
+// block in both. So K is cut here into runs of kBlasK, each added into C (beta = 1 after the first).
+// Measured (OpenBLAS 0.3.21, 1/2/3 threads, K 200-1536): Cooperlake and SkylakeX kernels then give
+// identical bits; Haswell and Prescott kernels differ anyway (blas_same_bits_on_any_thread_count()
+// tells at run time); 2048x576x1536 and the like take the same time within noise.
+constexpr int64_t kBlasK = 256;
+
+template <typename T>
+void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+               int64_t ldb, T beta, T* c, int64_t ldc) {
+  for (int64_t k0 = 0; k0 < k; k0 += kBlasK) {
+    const int64_t kk = std::min(kBlasK, k - k0);
+    const T* ak = ta ? a + k0 * lda : a + k0;  // A is [K, M] when transposed, else [M, K]
+    const T* bk = tb ? b + k0 : b + k0 * ldb;  // B is [N, K] when transposed, else [K, N]
+    blas_call(ta, tb, m, n, kk, alpha, ak, lda, bk, ldb, k0 == 0 ? beta : T(1), c, ldc);
+  }
+}
+
 }  // namespace
+
+bool blas_same_bits_on_any_thread_count() {
+  static const bool same = [] {
+    const int threads = omp_get_max_threads();
+    if (threads < 2) return true;
+    // Shapes around the K block, small and tall, as the steps have them.
+    const int64_t shapes[][3] = {{128, 64, 400}, {512, 96, 1000}, {256, 300, 385}, {96, 128, 64}};
+    for (const auto& s : shapes) {
+      const int64_t m = s[0], n = s[1], k = s[2];
+      std::vector<float> a(static_cast<size_t>(m * k)), b(static_cast<size_t>(k * n)), c1(static_cast<size_t>(m * n)),
+          cn(c1.size());
+      uint32_t x = 12345;
+      for (auto* v : {&a, &b})
+        for (float& e : *v) e = static_cast<float>((x = x * 1664525u + 1013904223u) >> 8) * 0x1p-24f - 0.5f;
+      omp_set_num_threads(1);
+      blas_gemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c1.data(), n);
+      omp_set_num_threads(threads);
+      blas_gemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, cn.data(), n);
+      if (std::memcmp(c1.data(), cn.data(), c1.size() * sizeof(float)) != 0) return false;
+    }
+    return true;
+  }();
+  return same;
+}
 
 template <typename T>
 void gemm(const T* a, const T* b, T* c, int64_t batch, int64_t m, int64_t n, int64_t k, bool trans_a, bool trans_b,

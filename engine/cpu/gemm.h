@@ -13,6 +13,10 @@
 
 namespace koff::cpu {
 
+// True when OpenBLAS's float GEMM gives the same bits on 1 thread as on omp_get_max_threads() (checked
+// once, on a few shapes, a millisecond). engine/cpu/threads.h changes the thread count only then.
+bool blas_same_bits_on_any_thread_count();
+
 template <typename T>
 void gemm(const T* a, const T* b, T* c, int64_t batch, int64_t m, int64_t n, int64_t k, bool trans_a, bool trans_b,
           bool b_shared, T alpha = T(1), T beta = T(0));

@@ -142,23 +142,34 @@ double lse_dlogits_row(double* x, int64_t t, int64_t v, double dloss, double* xt
   return row_lse_and_dlogits(x, t, v, dloss, xt);
 }
 
+// A loss sum and the count of the rows in it, summed over rows in chunks (common.h: sum_chunks).
+struct LossSum {
+  double loss = 0;
+  int64_t count = 0;
+  LossSum& operator+=(const LossSum& o) {
+    loss += o.loss, count += o.count;
+    return *this;
+  }
+};
+
 // Rows [0, n) of logits x (leading dim v): lse per row, plus the loss sum and count of counted rows.
 template <typename T, typename I>
 void lse_and_loss(const T* x, const I* targets, int64_t n, int64_t v, int64_t ignore_index, T* lse, double& loss,
                   int64_t& count) {
-  double l = 0.0;
-  int64_t c = 0;
-#pragma omp parallel for schedule(static) reduction(+ : l, c) if (n * v >= kParallelMin / 8)
-  for (int64_t r = 0; r < n; ++r) {
-    const T* xr = x + r * v;
-    lse[r] = lse_row(xr, v);
-    const int64_t t = static_cast<int64_t>(targets[r]);
-    if (t == ignore_index) continue;
-    l += static_cast<double>(lse[r]) - static_cast<double>(xr[t]);
-    ++c;
-  }
-  loss += l;
-  count += c;
+  const LossSum s = sum_chunks<LossSum>(n, n * v >= kParallelMin / 8, [&](int64_t begin, int64_t end) {
+    LossSum a;
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * v;
+      lse[r] = lse_row(xr, v);
+      const int64_t t = static_cast<int64_t>(targets[r]);
+      if (t == ignore_index) continue;
+      a.loss += static_cast<double>(lse[r]) - static_cast<double>(xr[t]);
+      ++a.count;
+    }
+    return a;
+  });
+  loss += s.loss;
+  count += s.count;
 }
 
 // In place: x[r, :] <- dloss * (softmax(x[r, :]) - onehot(target_r)), zero rows for ignored targets.
@@ -179,20 +190,21 @@ void softmax_minus_onehot(T* x, const I* targets, const T* lse, int64_t n, int64
 template <typename T, typename I>
 void lse_loss_and_dlogits(T* x, const I* targets, int64_t n, int64_t v, int64_t ignore_index, T* lse, double& loss,
                           int64_t& count, T dloss) {
-  double l = 0.0;
-  int64_t c = 0;
-#pragma omp parallel for schedule(static) reduction(+ : l, c) if (n * v >= kParallelMin / 8)
-  for (int64_t r = 0; r < n; ++r) {
-    const int64_t t = static_cast<int64_t>(targets[r]);
-    const bool ignored = t == ignore_index;
-    T xt;
-    lse[r] = lse_dlogits_row(x + r * v, ignored ? -1 : t, v, dloss, &xt);
-    if (ignored) continue;
-    l += static_cast<double>(lse[r]) - static_cast<double>(xt);
-    ++c;
-  }
-  loss += l;
-  count += c;
+  const LossSum s = sum_chunks<LossSum>(n, n * v >= kParallelMin / 8, [&](int64_t begin, int64_t end) {
+    LossSum a;
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t t = static_cast<int64_t>(targets[r]);
+      const bool ignored = t == ignore_index;
+      T xt;
+      lse[r] = lse_dlogits_row(x + r * v, ignored ? -1 : t, v, dloss, &xt);
+      if (ignored) continue;
+      a.loss += static_cast<double>(lse[r]) - static_cast<double>(xt);
+      ++a.count;
+    }
+    return a;
+  });
+  loss += s.loss;
+  count += s.count;
 }
 
 }  // namespace
@@ -268,19 +280,21 @@ KOFF_INSTANTIATE(double, int64_t)
 
 template <typename T>
 void kl_div(const T* logits, const T* teacher, int64_t n, int64_t vocab, T* loss_sum) {
-  double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (n * vocab >= kParallelMin / 8)
-  for (int64_t r = 0; r < n; ++r) {
-    const T* x = logits + r * vocab;
-    const T* t = teacher + r * vocab;
-    const T lx = row_lse(x, vocab), lt = row_lse(t, vocab);
-    double kl = 0.0;
-    for (int64_t j = 0; j < vocab; ++j) {
-      const double log_pt = static_cast<double>(t[j] - lt);
-      kl += std::exp(log_pt) * (log_pt - static_cast<double>(x[j] - lx));
+  const double total = sum_chunks<double>(n, n * vocab >= kParallelMin / 8, [&](int64_t begin, int64_t end) {
+    double rows_kl = 0.0;
+    for (int64_t r = begin; r < end; ++r) {
+      const T* x = logits + r * vocab;
+      const T* t = teacher + r * vocab;
+      const T lx = row_lse(x, vocab), lt = row_lse(t, vocab);
+      double kl = 0.0;
+      for (int64_t j = 0; j < vocab; ++j) {
+        const double log_pt = static_cast<double>(t[j] - lt);
+        kl += std::exp(log_pt) * (log_pt - static_cast<double>(x[j] - lx));
+      }
+      rows_kl += kl;
     }
-    total += kl;
-  }
+    return rows_kl;
+  });
   *loss_sum = static_cast<T>(total);
 }
 

@@ -5,7 +5,7 @@
 //   dw_i = sum_rows dy_i * x_i * r
 //
 // The mean of squares is accumulated in double: it is the one long sum here and costs nothing extra.
-// dw is reduced with per-thread partials (see reduce_rows) so rows can run in parallel without races.
+// dw is reduced in fixed chunks of rows (common.h: reduce_rows): no races, the same bits on any thread count.
 
 #include <cmath>
 

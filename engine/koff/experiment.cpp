@@ -421,6 +421,7 @@ bool run_offload(const OffloadJob& job) {
                                          host ? 1024 : 8192);
     trainer.set_profile(true);
   }
+  trainer.set_adaptive_threads(job.adaptive_threads);
   if (!trainer.run(job.progress, job.interrupt)) return false;
   if (job.profile && root && trainer.step_profile().step >= 0) write_profile(job, trainer, ceilings, note);
   if (!root) return true;  // rank 0 exports and evaluates what every rank holds

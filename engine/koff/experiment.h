@@ -44,6 +44,9 @@ struct OffloadJob {
   // Time every op of one training step and print it with the step's MFU and bandwidth against
   // ceilings measured in the same run (engine/ops/profile.h); also written to <out>/profile.txt.
   bool profile = false;
+  // CPU: run fewer OpenMP threads while other processes hold cores, chosen by measuring the steps
+  // (engine/cpu/threads.h); false (--fixed-threads): the starting count for every step.
+  bool adaptive_threads = true;
 };
 
 // Checks everything a run needs (model, tokenizer, domains, settings) before anything is written;

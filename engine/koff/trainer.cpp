@@ -7,6 +7,7 @@
 #include <fstream>
 #include <optional>
 
+#include "engine/cpu/threads.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/checkpoint_dir.h"
 #include "engine/ops/dispatch.h"
@@ -365,6 +366,24 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step;
   const int64_t tokens_per_step = s.batch * s.seq * s.accum;
+  // CPU: the OpenMP threads of each step, lowered while other processes hold cores (engine/cpu/threads.h).
+  const bool on_cpu = base_.device().is_cpu();
+  std::string fixed_why;
+  cpu::ThreadGovernor governor(cpu::step_threads(), on_cpu && cpu::may_adapt_threads(adaptive_threads_, &fixed_why));
+  if (!fixed_why.empty()) note(fixed_why);
+  int step_threads = governor.threads();  // what the last step ran at
+  auto governed_step = [&](bool recovery) {
+    cpu::StepClock clock;
+    if (governor.adaptive()) clock.start();
+    step_threads = governor.threads();
+    const double loss = train_step(step, recovery, nullptr);
+    if (governor.adaptive()) {
+      const std::string change = governor.observe(clock.stop());
+      cpu::set_step_threads(governor.threads());
+      if (!change.empty()) note(change);
+    }
+    return loss;
+  };
   auto report = [&](double loss) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     StepReport r;
@@ -374,6 +393,7 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
     r.elapsed = secs;
     if (is_root()) {  // every step: the control's trace is the point of this file
       json m = {{"phase", phase}, {"step", step}, {"loss", loss}, {"tokens_per_s", r.tokens_per_second}};
+      if (on_cpu) m["threads"] = step_threads;
       if (phase == "mask" && s.learn_mask) {
         m["target"] = r.target;
         m["expected_sparsity"] = r.gates.expected_sparsity;
@@ -407,7 +427,7 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
     }
     double loss = 0;
     try {
-      loss = train_step(step, false, nullptr);
+      loss = governed_step(false);
     } catch (const Interrupted& e) {
       profile::set_enabled(false);
       throw abandoned(e);
@@ -447,7 +467,7 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
   while (bank_ && step < s.steps + s.recovery_steps) {
     double loss = 0;
     try {
-      loss = train_step(step, true, nullptr);
+      loss = governed_step(true);
     } catch (const Interrupted& e) {
       throw abandoned(e);
     }
@@ -456,6 +476,11 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
     if (step % s.checkpoint_every == 0 || step == s.steps + s.recovery_steps || stop_requested()) checkpoint();
     if (stop_requested()) return false;
   }
+  if (governor.trials() > 0)
+    note(fmt::format("cpu threads: {} of this run's steps ran on fewer than {} threads ({} trial{}, {} kept; "
+                     "engine/cpu/threads.h); the last on {}",
+                     governor.steps_below_max(), governor.max_threads(), governor.trials(),
+                     governor.trials() == 1 ? "" : "s", governor.kept(), governor.threads()));
   return true;
 }
 

@@ -134,6 +134,9 @@ class OffloadTrainer {
     std::vector<profile::OpTotal> ops;
   };
   void set_profile(bool on) { profile_ = on; }
+  // On the CPU: let engine/cpu/threads.h's governor lower (and raise again, up to the starting count) the
+  // OpenMP threads of each step when other processes hold cores. On by default; logged when it acts.
+  void set_adaptive_threads(bool on) { adaptive_threads_ = on; }
   const StepProfile& step_profile() const { return profiled_; }
   // f32 (f64 when the model is f64): the dtype of every trainable and of the optimizer state.
   DType trainable_dtype() const { return base_.dtype() == DType::f64 ? DType::f64 : DType::f32; }
@@ -173,6 +176,7 @@ class OffloadTrainer {
   const std::atomic<bool>* interrupt_ = nullptr;
   bool stop_all_ = false;  // some rank was interrupted (reduced with the loss every step)
   bool profile_ = false;
+  bool adaptive_threads_ = true;
   StepProfile profiled_;
 };
 

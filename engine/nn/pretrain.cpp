@@ -8,6 +8,7 @@
 #include <optional>
 #include <unistd.h>
 
+#include "engine/cpu/threads.h"
 #include "engine/data/corpus.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/checkpoint_dir.h"
@@ -384,8 +385,16 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
     note(fmt::format("checkpoint: step {}", step));
   };
 
+  // The OpenMP threads of each step, lowered while other processes hold cores (engine/cpu/threads.h).
+  std::string fixed_why;
+  cpu::ThreadGovernor governor(cpu::step_threads(), cpu::may_adapt_threads(true, &fixed_why));
+  if (!fixed_why.empty()) note(fixed_why);
   while (step < s.steps) {
+    cpu::StepClock clock;
+    clock.start();
     const StepResult r = train_step(model, all, opt, s, streams.train, data_rng, step);
+    if (const std::string change = governor.observe(clock.stop()); !change.empty()) note(change);
+    cpu::set_step_threads(governor.threads());
     const double loss_value = r.loss, gnorm = r.grad_norm, lr = r.lr;
     ++step;
 

@@ -46,7 +46,11 @@ run pretrain_resume 0 "$koff" pretrain --config "$work/tiny.json" --data "$work/
 grep -q "resumed from" "$work/pretrain_resume.err" && ok || bad "the second pretrain run did not resume"
 cmp -s "$work/pre/model/model.safetensors" "$work/pre2/model/model.safetensors" && ok || bad "resumed pretraining differs"
 run offload 0 "$koff" offload --model "$work/pre/model" --data "$work/data" --target 0.2 --out "$work/run" \
-    --steps 4 --batch 2 --seq 16 --lora-rank 2 --slots 2 --eval-tokens 64
+    --steps 4 --batch 2 --seq 16 --lora-rank 2 --slots 2 --eval-tokens 64 --fixed-threads
+# --fixed-threads: every step on the starting count (engine/cpu/threads.h), which metrics.jsonl records.
+threads_expected=${OMP_NUM_THREADS:-$(nproc)}
+[ "$(grep -c "\"threads\":$threads_expected[,}]" "$work/run/metrics.jsonl")" = 4 ] && ok \
+  || bad "--fixed-threads: metrics.jsonl lacks \"threads\":$threads_expected on every step: $(cat "$work/run/metrics.jsonl")"
 for f in backbone/config.json backbone/model.safetensors memories/en/memory.safetensors memories/en/memory.json \
          memories/de/peft/adapter_config.json memories/de/peft/adapter_model.safetensors eval.json report.md; do
   [ -f "$work/run/$f" ] && ok || bad "offload did not write $f"
@@ -57,6 +61,7 @@ run eval_memory 0 "$koff" eval --model "$work/run/backbone" --memory "$work/run/
 run generate 0 "$koff" generate --model "$work/run/backbone" --memory "$work/run/memories/de" --prompt "Die" -n 5 --temperature 0.8
 run report 0 "$koff" report "$work/run"
 run help 0 "$koff" offload --help
+grep -q -- "--fixed-threads" "$work/help.out" && ok || bad "offload --help does not list --fixed-threads"
 # The GPU path (device tensors, bf16 compute, f32 trainables) on the host emulator, which crashes on any
 # host access to device memory (engine/ops/emulated_device.h); with the per-op profile.
 run offload_emulated_bf16 0 env KOFF_EMULATE_CUDA=1 "$koff" offload --model "$work/pre/model" --data "$work/data" \

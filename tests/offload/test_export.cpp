@@ -2,6 +2,7 @@
 // logits, memories reload onto the compacted backbone, a memory refuses another backbone, and the
 // PEFT export loads with peft onto the masked dense model in transformers with our logits.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -76,6 +77,40 @@ TEST(Trainer, ResumeIsBitIdentical) {
   // The gates moved: the run did something.
   EXPECT_GT(max_abs_diff(ga[0].data(), Tensor::full(ga[0].shape(), 3.0)), 1e-3);
   fs::remove_all(a_dir), fs::remove_all(b_dir);
+}
+
+// engine/cpu/threads.h changes the thread count while a run goes on: every CPU kernel must give the same
+// bits on any number of threads (fixed-chunk reductions, engine/cpu/common.h). A model big enough that
+// every kernel takes its parallel path (kParallelMin), trained 3 steps on 1 thread and on 3.
+TEST(Trainer, SameBitsOnAnyNumberOfThreads) {
+  nlohmann::json j = {{"model_type", "llama"}, {"vocab_size", 300}, {"hidden_size", 128}, {"intermediate_size", 256},
+                      {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                      {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0}, {"tie_word_embeddings", false}};
+  nn::Transformer base(io::parse_config(j, "threads"), DType::f32);
+  base.init_random(11);
+  OffloadSettings s = small_settings(0.3, true, true);
+  s.steps = 3, s.batch = 4, s.seq = 64;
+  std::vector<std::vector<int32_t>> data(2);
+  for (int d = 0; d < 2; ++d)
+    for (int i = 0; i < 2000; ++i) data[static_cast<size_t>(d)].push_back(static_cast<int32_t>((i * (7 + d) + i / 3) % 300));
+  const int before = omp_get_max_threads();
+  std::vector<std::vector<Tensor>> trained;
+  for (int threads : {1, 3}) {
+    omp_set_num_threads(threads);
+    fs::path dir = fresh_dir("threads_" + std::to_string(threads));
+    OffloadTrainer t(base, {"x", "y"}, data, s, dir.string());
+    t.set_adaptive_threads(false);
+    ASSERT_TRUE(t.run());
+    std::vector<Tensor> state;
+    for (const auto& v : t.gates().parameters()) state.push_back(v.data().clone());
+    for (const auto& [n, v] : t.bank()->state()) state.push_back(v.clone());
+    trained.push_back(std::move(state));
+    fs::remove_all(dir);
+  }
+  omp_set_num_threads(before);
+  ASSERT_EQ(trained[0].size(), trained[1].size());
+  for (size_t i = 0; i < trained[0].size(); ++i) EXPECT_EQ(max_abs_diff(trained[0][i], trained[1][i]), 0.0) << i;
+  EXPECT_GT(max_abs_diff(trained[0][0], Tensor::full(trained[0][0].shape(), 3.0)), 1e-4);  // it trained
 }
 
 TEST(Trainer, DistillationTermIsTheKlToTheDenseModel) {
