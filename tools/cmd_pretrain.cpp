@@ -16,6 +16,7 @@ const bool registered = koff::cli::add_command({"pretrain", "train a small base 
       struct Options {
         std::string config, data, out;
         int64_t steps = 0, stop_after = 0;
+        bool fixed_threads = false;
       };
       auto o = std::make_shared<Options>();
       sub.add_option("--config", o->config, "JSON with \"tokenizer\", \"model\" (config.json fields) and \"train\"")
@@ -24,6 +25,10 @@ const bool registered = koff::cli::add_command({"pretrain", "train a small base 
       sub.add_option("--out", o->out, "run directory (tokenizer, checkpoints, metrics.jsonl, model/)")->required();
       sub.add_option("--steps", o->steps, "override the config's total number of steps");
       sub.add_option("--stop-after", o->stop_after, "checkpoint and stop after this many steps of this run");
+      sub.add_flag("--fixed-threads", o->fixed_threads,
+                   "run every step on the starting thread count (OMP_NUM_THREADS, else all cores); by default "
+                   "fewer threads run while other processes hold cores, chosen by timing the steps (logged when "
+                   "it acts)");
       return [o]() {
         std::ifstream in(o->config);
         nlohmann::json cfg;
@@ -48,6 +53,7 @@ const bool registered = koff::cli::add_command({"pretrain", "train a small base 
         job.data_dir = o->data;
         job.out_dir = o->out;
         job.stop_after = o->stop_after;
+        job.adaptive_threads = !o->fixed_threads;
         job.interrupt = koff::cli::install_interrupt_handler();
         koff::cli::Progress progress;
         job.progress = [&](const koff::nn::PretrainReport& r) {

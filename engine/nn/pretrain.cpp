@@ -387,7 +387,7 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
 
   // The OpenMP threads of each step, lowered while other processes hold cores (engine/cpu/threads.h).
   std::string fixed_why;
-  cpu::ThreadGovernor governor(cpu::step_threads(), cpu::may_adapt_threads(true, &fixed_why));
+  cpu::ThreadGovernor governor(cpu::step_threads(), cpu::may_adapt_threads(job.adaptive_threads, &fixed_why));
   if (!fixed_why.empty()) note(fixed_why);
   while (step < s.steps) {
     cpu::StepClock clock;

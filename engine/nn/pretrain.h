@@ -45,6 +45,9 @@ struct PretrainJob {
   PretrainSettings train;
   std::string data_dir, out_dir;
   int64_t stop_after = 0;  // stop (with a checkpoint) after this many steps of this run; 0 = no limit
+  // Fewer OpenMP threads while other processes hold the cores (engine/cpu/threads.h); false
+  // (--fixed-threads): the starting count for every step.
+  bool adaptive_threads = true;
   const std::atomic<bool>* interrupt = nullptr;  // set by a signal handler: checkpoint and stop
   std::function<void(const PretrainReport&)> progress;
 };

@@ -41,7 +41,10 @@ absent() { if [ ! -e "$1" ]; then ok; else bad "$1 was written on bad input"; fi
 run pretrain 0 "$koff" pretrain --config "$work/tiny.json" --data "$work/data" --out "$work/pre"
 [ -f "$work/pre/model/model.safetensors" ] && [ -f "$work/pre/model/tokenizer.json" ] && ok || bad "pretrain exported no model"
 # Interrupted after 4 steps and resumed: the same model, byte for byte.
-run pretrain_part 0 "$koff" pretrain --config "$work/tiny.json" --data "$work/data" --out "$work/pre2" --stop-after 4
+# The first part on a fixed thread count, the rest on the governor's (engine/cpu/threads.h): the bits
+# must not depend on it.
+run pretrain_part 0 "$koff" pretrain --config "$work/tiny.json" --data "$work/data" --out "$work/pre2" --stop-after 4 \
+    --fixed-threads
 run pretrain_resume 0 "$koff" pretrain --config "$work/tiny.json" --data "$work/data" --out "$work/pre2"
 grep -q "resumed from" "$work/pretrain_resume.err" && ok || bad "the second pretrain run did not resume"
 cmp -s "$work/pre/model/model.safetensors" "$work/pre2/model/model.safetensors" && ok || bad "resumed pretraining differs"
@@ -62,6 +65,8 @@ run generate 0 "$koff" generate --model "$work/run/backbone" --memory "$work/run
 run report 0 "$koff" report "$work/run"
 run help 0 "$koff" offload --help
 grep -q -- "--fixed-threads" "$work/help.out" && ok || bad "offload --help does not list --fixed-threads"
+run pretrain_help 0 "$koff" pretrain --help
+grep -q -- "--fixed-threads" "$work/pretrain_help.out" && ok || bad "pretrain --help does not list --fixed-threads"
 # The GPU path (device tensors, bf16 compute, f32 trainables) on the host emulator, which crashes on any
 # host access to device memory (engine/ops/emulated_device.h); with the per-op profile.
 run offload_emulated_bf16 0 env KOFF_EMULATE_CUDA=1 "$koff" offload --model "$work/pre/model" --data "$work/data" \
