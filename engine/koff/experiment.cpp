@@ -258,7 +258,10 @@ void write_profile(const OffloadJob& job, const OffloadTrainer& trainer, const p
                      profile::format_step_profile(sp.ops, sp.step_ms, sp.tokens, ceilings,
                                                   fmt::format("{} {}", job.device.str(), dtype_name(job.dtype)));
   // On the CPU the BLAS kernels and the OpenMP wait policy decide most of it: say which ran.
-  if (job.device.is_cpu()) text += fmt::format("  cpu runtime: {}\n", cpu::runtime_summary());
+  // The runtime line's thread count is the current one; the governor may have run this step on another.
+  if (job.device.is_cpu())
+    text += fmt::format("  cpu runtime: {}\n  this step ran on {} OpenMP thread{}\n", cpu::runtime_summary(),
+                        sp.threads, sp.threads == 1 ? "" : "s");
   io::write_file_atomic(fs::path(job.out_dir) / "profile.txt", text);
   for (size_t a = 0, b; a < text.size(); a = b + 1) {  // one note per line
     b = text.find('\n', a);

@@ -441,6 +441,7 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
       profiled_.step_ms = backend.profile_elapsed_ms(mark, end);  // before collect(), which releases marks
       profiled_.ops = profile::collect();
       profiled_.step = step;
+      profiled_.threads = on_cpu ? step_threads : 0;
       const int64_t W = comm_ ? comm_->world_size() : 1, r = comm_ ? comm_->rank() : 0;
       profiled_.tokens = (s.batch * (r + 1) / W - s.batch * r / W) * s.seq * s.accum;  // this rank's share
     }

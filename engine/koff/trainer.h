@@ -131,6 +131,7 @@ class OffloadTrainer {
   struct StepProfile {
     int64_t step = -1, tokens = 0;
     double step_ms = 0;
+    int threads = 0;  // CPU: the OpenMP threads the step ran on (engine/cpu/threads.h may change them)
     std::vector<profile::OpTotal> ops;
   };
   void set_profile(bool on) { profile_ = on; }

@@ -49,11 +49,14 @@ run pretrain_resume 0 "$koff" pretrain --config "$work/tiny.json" --data "$work/
 grep -q "resumed from" "$work/pretrain_resume.err" && ok || bad "the second pretrain run did not resume"
 cmp -s "$work/pre/model/model.safetensors" "$work/pre2/model/model.safetensors" && ok || bad "resumed pretraining differs"
 run offload 0 "$koff" offload --model "$work/pre/model" --data "$work/data" --target 0.2 --out "$work/run" \
-    --steps 4 --batch 2 --seq 16 --lora-rank 2 --slots 2 --eval-tokens 64 --fixed-threads
-# --fixed-threads: every step on the starting count (engine/cpu/threads.h), which metrics.jsonl records.
+    --steps 4 --batch 2 --seq 16 --lora-rank 2 --slots 2 --eval-tokens 64 --fixed-threads --profile
+# --fixed-threads: every step on the starting count (engine/cpu/threads.h), which metrics.jsonl records,
+# and the CPU profile says what its step ran on.
 threads_expected=${OMP_NUM_THREADS:-$(nproc)}
 [ "$(grep -c "\"threads\":$threads_expected[,}]" "$work/run/metrics.jsonl")" = 4 ] && ok \
   || bad "--fixed-threads: metrics.jsonl lacks \"threads\":$threads_expected on every step: $(cat "$work/run/metrics.jsonl")"
+grep -q "this step ran on $threads_expected OpenMP thread" "$work/run/profile.txt" && grep -q "cpu runtime:" "$work/run/profile.txt" \
+  && ok || bad "the CPU --profile does not say the step's thread count: $(cat "$work/run/profile.txt")"
 for f in backbone/config.json backbone/model.safetensors memories/en/memory.safetensors memories/en/memory.json \
          memories/de/peft/adapter_config.json memories/de/peft/adapter_model.safetensors eval.json report.md; do
   [ -f "$work/run/$f" ] && ok || bad "offload did not write $f"
