@@ -23,8 +23,8 @@ constexpr double kDownSlack = 1.02;  // a trial below is kept unless > 2% slower
 constexpr double kUpGain = 0.98;     // a trial above is kept when >= 2% faster
 constexpr int64_t kFirstBackoff = 4, kMaxBackoff = 64;
 constexpr double kChanged = 1.3;       // a wait ends when the steps are 30% slower than before it
-constexpr double kWindowSeconds = 0.2;
-constexpr double kSevere = 0.25;  // the first step is judged when its threads got < 1/4 core each  // a judgement covers at least this much wall time
+constexpr double kWindowSeconds = 0.2;  // a judgement covers at least this much wall time
+constexpr double kSevere = 0.25;        // the first step is judged when its threads got < 1/4 core each
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -50,13 +50,9 @@ std::string ThreadGovernor::observe(const StepTimes& t) {
     seen_first_ = true;
     // ... so it is judged only when its threads were mostly asleep: a trial whose step will be
     // compared with a step inflated by those costs, which only a severe case can afford.
-    const double own = t.cpu / t.wall;
-    if (t.wall < kWindowSeconds || own >= kSevere * current_) return "";
-    ++trials_;
-    in_trial_ = true;
-    before_trial_ = current_, before_step_ = t.wall;
-    trigger_own_ = own, trigger_free_ = t.idle >= 0 ? std::max(0.0, t.idle / t.wall) : 0.0;
-    current_ = std::clamp(static_cast<int>(std::floor(own + trigger_free_ + 0.25)), 1, current_ - 1);
+    const double own = t.cpu / t.wall, free = t.idle >= 0 ? std::max(0.0, t.idle / t.wall) : 0.0;
+    if (t.wall >= kWindowSeconds && own < kSevere * current_)
+      start_trial(std::min(could_have(own, free), current_ - 1), t.wall, own, free);
     return "";
   }
   // Short steps are judged together: /proc/stat counts in 10 ms ticks.
@@ -95,17 +91,27 @@ std::string ThreadGovernor::observe(const StepTimes& t) {
     return "";
   }
   wait_ = 0;
-  const int could = std::clamp(static_cast<int>(std::floor(own + free + 0.25)), 1, max_);
+  const int could = could_have(own, free);
   const bool starved = could < current_ && own < 0.75 * current_;
   const bool room = could > current_ && w.idle >= 0;
-  if (!starved && !room) return "";
+  if (starved || room) start_trial(could, per_step, own, free);
+  return "";
+}
+
+int ThreadGovernor::could_have(double own, double free) const {
+  return std::clamp(static_cast<int>(std::floor(own + free + 0.25)), 1, max_);
+}
+
+void ThreadGovernor::start_trial(int threads, double step_seconds, double own, double free) {
   ++trials_;
   in_trial_ = true;
-  before_trial_ = current_;
-  before_step_ = per_step;
+  before_trial_ = current_, before_step_ = step_seconds;
   trigger_own_ = own, trigger_free_ = free;
-  current_ = could;
-  return "";
+  current_ = threads;
+}
+
+ThreadGovernor ThreadGovernor::for_training(bool asked, std::string* why_not) {
+  return ThreadGovernor(step_threads(), may_adapt_threads(asked, why_not));
 }
 
 double machine_idle_seconds() {

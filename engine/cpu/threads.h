@@ -61,7 +61,14 @@ class ThreadGovernor {
   int64_t trials() const { return trials_; }
   int64_t kept() const { return kept_; }
 
+  // The governor of a training loop: the current thread count as the most, adaptive when
+  // may_adapt_threads(asked, why_not) allows it (declared below).
+  static ThreadGovernor for_training(bool asked, std::string* why_not);
+
  private:
+  int could_have(double own, double free) const;  // floor(own + free + 1/4) within [1, max]
+  void start_trial(int threads, double step_seconds, double own, double free);
+
   int max_, current_;
   bool adaptive_;
   bool seen_first_ = false;
@@ -100,5 +107,18 @@ bool may_adapt_threads(bool asked, std::string* why_not);
 // omp_set_num_threads on the calling thread (the one that runs the step), and what it is now.
 void set_step_threads(int n);
 int step_threads();
+
+// One training step under the governor: timed, judged, and the count it chose applied for the next
+// step; note(line) gets the governor's line when it changes the count. A fixed governor only runs it.
+template <typename Step, typename Note>
+auto run_governed_step(ThreadGovernor& governor, Step&& step, Note&& note) {
+  if (!governor.adaptive()) return step();
+  StepClock clock;
+  clock.start();
+  auto result = step();
+  if (const std::string change = governor.observe(clock.stop()); !change.empty()) note(change);
+  set_step_threads(governor.threads());
+  return result;
+}
 
 }  // namespace koff::cpu

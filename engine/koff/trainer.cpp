@@ -369,20 +369,12 @@ bool OffloadTrainer::run(const std::function<void(const StepReport&)>& progress,
   // CPU: the OpenMP threads of each step, lowered while other processes hold cores (engine/cpu/threads.h).
   const bool on_cpu = base_.device().is_cpu();
   std::string fixed_why;
-  cpu::ThreadGovernor governor(cpu::step_threads(), on_cpu && cpu::may_adapt_threads(adaptive_threads_, &fixed_why));
+  cpu::ThreadGovernor governor = cpu::ThreadGovernor::for_training(on_cpu && adaptive_threads_, &fixed_why);
   if (!fixed_why.empty()) note(fixed_why);
   int step_threads = governor.threads();  // what the last step ran at
   auto governed_step = [&](bool recovery) {
-    cpu::StepClock clock;
-    if (governor.adaptive()) clock.start();
     step_threads = governor.threads();
-    const double loss = train_step(step, recovery, nullptr);
-    if (governor.adaptive()) {
-      const std::string change = governor.observe(clock.stop());
-      cpu::set_step_threads(governor.threads());
-      if (!change.empty()) note(change);
-    }
-    return loss;
+    return cpu::run_governed_step(governor, [&] { return train_step(step, recovery, nullptr); }, note);
   };
   auto report = [&](double loss) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

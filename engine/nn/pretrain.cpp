@@ -387,14 +387,11 @@ std::vector<std::pair<std::string, double>> pretrain(const PretrainJob& job) {
 
   // The OpenMP threads of each step, lowered while other processes hold cores (engine/cpu/threads.h).
   std::string fixed_why;
-  cpu::ThreadGovernor governor(cpu::step_threads(), cpu::may_adapt_threads(job.adaptive_threads, &fixed_why));
+  cpu::ThreadGovernor governor = cpu::ThreadGovernor::for_training(job.adaptive_threads, &fixed_why);
   if (!fixed_why.empty()) note(fixed_why);
   while (step < s.steps) {
-    cpu::StepClock clock;
-    clock.start();
-    const StepResult r = train_step(model, all, opt, s, streams.train, data_rng, step);
-    if (const std::string change = governor.observe(clock.stop()); !change.empty()) note(change);
-    cpu::set_step_threads(governor.threads());
+    const StepResult r = cpu::run_governed_step(
+        governor, [&] { return train_step(model, all, opt, s, streams.train, data_rng, step); }, note);
     const double loss_value = r.loss, gnorm = r.grad_norm, lr = r.lr;
     ++step;
 
